@@ -1,0 +1,1 @@
+"""Data: reading DPRs, manifests, ROI extraction, caching, splits and the LightningDataModule."""

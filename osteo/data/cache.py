@@ -1,0 +1,147 @@
+"""Content-keyed cache of decoded, resized and cropped ROIs (uint8 arrays, one .npy per image).
+
+Key = SHA-1 of (file bytes, ROI settings, the image's box). A changed file or setting rebuilds
+only what changed; every fold, run and epoch of a sweep reads the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from osteo.data.images import ImageReadError, image_size, read_gray
+from osteo.data.roi import extract_roi
+from osteo.io import atomic_save_npy, atomic_write_text
+
+CACHE_VERSION = 1
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-1 hex digest of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digests(paths: Sequence[str], cache_dir: str | Path) -> list[str]:
+    """Content digests of many files, memoised by (path, size, mtime) in ``cache_dir``."""
+    index_file = Path(cache_dir) / "digests.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}
+    out, changed = [], False
+    for p in paths:
+        st = os.stat(p)
+        key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in index:
+            index[key] = file_digest(p)
+            changed = True
+        out.append(index[key])
+    if changed:
+        atomic_write_text(index_file, json.dumps(index))
+    return out
+
+
+def settings_key(roi: Mapping) -> str:
+    """Digest of the ROI settings that change the cached pixels."""
+    keep = {k: (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+            for k, v in roi.items() if k in ("resize_wh", "box_xywh", "scale", "window", "min_source_wh")}
+    keep["version"] = CACHE_VERSION
+    return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def image_boxes(df, roi: Mapping) -> list[tuple[int, int, int, int]]:
+    """Per-image boxes (x0, y0, w, h): the manifest's ``roi_x0``/``roi_y0`` where given."""
+    x0, y0, w, h = (int(v) for v in roi["box_xywh"])
+    boxes = []
+    for rec in df.to_dict("records"):
+        bx = rec.get("roi_x0")
+        by = rec.get("roi_y0")
+        boxes.append((int(bx) if bx not in (None, "") and bx == bx else x0,
+                      int(by) if by not in (None, "") and by == by else y0, w, h))
+    return boxes
+
+
+def _build_one(args) -> tuple[str, str | None]:
+    path, out, roi, box = args
+    try:
+        w, h = image_size(path)
+        mw, mh = roi.get("min_source_wh", (0, 0))
+        if w < mw or h < mh:
+            return out, (f"image is {w}x{h} (W x H), smaller than the {mw}x{mh} the ROI needs "
+                         f"(data.roi.min_source_wh)")
+        gray = read_gray(path, roi.get("window", "minmax"))
+        arr = extract_roi(gray, roi["resize_wh"], box, roi.get("scale", 1.0))
+    except ImageReadError as e:
+        return out, str(e).split(": ", 1)[-1]
+    except ValueError as e:
+        return out, str(e)
+    except Exception as e:  # noqa: BLE001 - report any decoder failure with the file
+        return out, f"cannot be read ({type(e).__name__}: {e})"
+    atomic_save_npy(out, arr)
+    return out, None
+
+
+def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | None = None,
+                    progress: bool = True) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Return the ROIs of every manifest row as uint8 (N, h, w) and the rows that failed.
+
+    Failures are (line, image, reason) and their slots in the array are zero. Images whose
+    bytes duplicate an earlier row are failures too (a leakage guard).
+    """
+    cache_dir = Path(cache_dir)
+    paths = list(df["image"])
+    digs = digests(paths, cache_dir)
+    skey = settings_key(roi)
+    boxes = image_boxes(df, roi)
+    outs, todo, bad, first = [], [], [], {}
+    for i, (p, d, box) in enumerate(zip(paths, digs, boxes)):
+        if d in first:
+            bad.append((int(df["line"].iloc[i]), p,
+                        f"same image content as line {first[d]} ({paths[i]}): duplicate image"))
+        else:
+            first[d] = int(df["line"].iloc[i])
+        key = hashlib.sha1(f"{d}|{skey}|{box}".encode()).hexdigest()
+        out = cache_dir / "roi" / skey / f"{key}.npy"
+        outs.append(out)
+        if not out.exists():
+            todo.append((p, str(out), dict(roi), box))
+    errors = {}
+    if todo:
+        workers = num_workers or min(len(todo), os.cpu_count() or 1)
+        bar = tqdm(total=len(todo), desc="ROI cache", unit="img", disable=not progress)
+        if workers > 1 and len(todo) > 4:
+            with ProcessPoolExecutor(workers) as ex:
+                for out, err in ex.map(_build_one, todo, chunksize=4):
+                    if err:
+                        errors[out] = err
+                    bar.update()
+        else:
+            for t in todo:
+                out, err = _build_one(t)
+                if err:
+                    errors[out] = err
+                bar.update()
+        bar.close()
+    from osteo.data.roi import roi_output_hw
+
+    h, w = roi_output_hw(roi["box_xywh"], roi.get("scale", 1.0))
+    arr = np.zeros((len(outs), h, w), dtype=np.uint8)
+    dup_lines = {b[0] for b in bad}
+    for i, out in enumerate(outs):
+        if str(out) in errors:
+            bad.append((int(df["line"].iloc[i]), paths[i], errors[str(out)]))
+        elif int(df["line"].iloc[i]) not in dup_lines:
+            arr[i] = np.load(out)
+    bad.sort()
+    return arr, bad

@@ -1,0 +1,126 @@
+"""Reading radiographs of any common format into 8-bit greyscale arrays.
+
+Supported: PNG, JPEG, BMP, TIFF (8- and 16-bit grey, RGB converted to grey) and DICOM.
+
+16-bit rule (documented in the README): high-bit-depth data is mapped linearly to 0..255
+from its own window. For DICOM that window is the file's VOI LUT / window centre-width when
+present (the window the modality chose for display); otherwise, and for 16-bit PNG/TIFF, the
+image's own min..max (``window="minmax"``, nothing is clipped) or its 0.5..99.5 percentiles
+(``window="percentile"``, robust to burned-in markers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} | DICOM_SUFFIXES
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as a radiograph; the message names the file and the reason."""
+
+
+def window_to_uint8(arr: np.ndarray, window: str = "minmax",
+                    lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Map an array of any numeric type linearly to uint8 (H x W).
+
+    ``lo``/``hi`` fix the window; otherwise it comes from ``window``: ``"minmax"`` (the data's
+    range) or ``"percentile"`` (0.5..99.5 %). A constant image maps to zeros.
+    """
+    a = np.asarray(arr, dtype=np.float64)
+    if lo is None or hi is None:
+        if window == "minmax":
+            lo, hi = float(a.min()), float(a.max())
+        elif window == "percentile":
+            lo, hi = (float(v) for v in np.percentile(a, [0.5, 99.5]))
+        else:
+            raise ValueError(f"unknown window rule {window!r}: use 'minmax' or 'percentile'")
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    out = (a - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def is_dicom(path: Path) -> bool:
+    """True when the file has a DICOM suffix or the 'DICM' preamble marker."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        return len(head) == 132 and head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_dicom(path: Path, window: str) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(str(path))
+    arr = ds.pixel_array
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour DICOM
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return window_to_uint8(arr, window)
+    if arr.ndim != 2:
+        raise ImageReadError(f"{path}: DICOM pixel data has shape {arr.shape}, expected one 2-D frame")
+    arr = apply_modality_lut(arr, ds).astype(np.float64)  # rescale slope/intercept
+    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+    if has_voi:
+        arr = apply_voi_lut(arr, ds).astype(np.float64)
+    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        arr = arr.max() + arr.min() - arr  # invert: bone bright, as in MONOCHROME2
+    return window_to_uint8(arr, window)
+
+
+def read_gray(path: str | Path, window: str = "minmax") -> np.ndarray:
+    """Read one radiograph as a uint8 greyscale array of shape (H, W).
+
+    Raises ``ImageReadError`` naming the file when it is missing, unreadable or not an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    try:
+        if is_dicom(path):
+            return _read_dicom(path, window)
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im)
+                return window_to_uint8(arr, window)
+            if im.mode == "L":
+                return np.asarray(im, dtype=np.uint8).copy()
+            if im.mode in ("1", "P", "LA", "PA"):
+                im = im.convert("RGB") if im.mode in ("P", "PA") else im
+            return np.asarray(im.convert("L"), dtype=np.uint8).copy()  # ITU-R 601 luma
+    except ImageReadError:
+        raise
+    except Exception as e:  # PIL, pydicom and tifffile raise many types
+        if path.suffix.lower() in (".tif", ".tiff"):
+            try:
+                import tifffile
+
+                arr = tifffile.imread(str(path))
+                if arr.ndim == 3:
+                    arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+                return arr.astype(np.uint8) if arr.dtype == np.uint8 else window_to_uint8(arr, window)
+            except Exception:
+                pass
+        raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) in pixels, read from the header where possible."""
+    path = Path(path)
+    if is_dicom(path):
+        import pydicom
+
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        return int(ds.Columns), int(ds.Rows)
+    with Image.open(path) as im:
+        return im.size

@@ -1,0 +1,101 @@
+"""timm backbones as five sequential blocks, with their weights from timm, a local file or
+random init.
+
+``backbone_blocks`` splits a timm model into the five stages its ``feature_info`` names, so
+that a fine-tune depth N trains the last N of them. For VGG each block is exactly one of
+VGG16's conv blocks with its max-pool (the thesis's blocks); for other models a block is the
+run of top-level children up to the one holding that stage's feature module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+import osteo.models  # noqa: F401  (registers the small VGGs)
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for and cannot be had; never falls back to random init."""
+
+
+def create_timm_model(name: str, pretrained: bool | str | os.PathLike = False) -> nn.Module:
+    """Create a timm model with random init (``False``), timm's weights (``True``) or a local
+    .pth/.safetensors file (a path), loaded through timm's ``pretrained_cfg_overlay``."""
+    if pretrained in (False, None, "false", "False", ""):
+        return timm.create_model(name, pretrained=False)
+    if pretrained is True or str(pretrained).lower() == "true":
+        cfg = timm.get_pretrained_cfg(name)
+        if cfg is None or not (cfg.url or cfg.hf_hub_id or cfg.file):
+            raise PretrainedWeightsError(f"timm has no pretrained weights for {name!r}; pass "
+                                         "model.pretrained=/path/to/weights.safetensors or false")
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as e:  # noqa: BLE001 - any download failure
+            raise PretrainedWeightsError(
+                f"could not download pretrained weights for {name!r} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}). This machine may be offline: pass a local "
+                "file with model.pretrained=/path/to/weights.safetensors (or .pth), or train "
+                "from scratch with model.pretrained=false.") from e
+    path = Path(str(pretrained)).expanduser().resolve()
+    if not path.is_file():
+        raise PretrainedWeightsError(f"pretrained weights file {path} not found")
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def _vgg_blocks(model: nn.Module) -> list[nn.Sequential]:
+    feats = model.features
+    ends = []
+    for info in model.feature_info:
+        idx = int(info["module"].split(".")[1])
+        while not isinstance(feats[idx], nn.MaxPool2d):  # the block ends at its max-pool
+            idx += 1
+        if idx not in ends:
+            ends.append(idx)
+    blocks, start = [], 0
+    for end in ends:
+        blocks.append(nn.Sequential(*[feats[i] for i in range(start, end + 1)]))
+        start = end + 1
+    return blocks
+
+
+def backbone_blocks(model: nn.Module) -> list[nn.Sequential]:
+    """The model's five stages as sequential blocks; the head/pooling is left out.
+
+    Running them in order equals the model's ``forward_features`` (for VGG: ``features``).
+    """
+    if hasattr(model, "features") and isinstance(model.features, nn.Sequential):
+        blocks = _vgg_blocks(model)
+    else:
+        tops = [m["module"].split(".")[0] for m in model.feature_info]
+        children = list(model.named_children())
+        blocks, cur, k = [], [], 0
+        for name, mod in children:
+            if k >= len(tops):
+                break
+            cur.append(mod)
+            if name == tops[k]:
+                blocks.append(nn.Sequential(*cur))
+                cur, k = [], k + 1
+    if len(blocks) != 5:
+        raise ValueError(f"expected 5 blocks from feature_info, found {len(blocks)}")
+    return blocks
+
+
+def is_vgg(model: nn.Module) -> bool:
+    """True for timm VGG models (thesis head: flatten the conv features)."""
+    return hasattr(model, "features") and isinstance(model.features, nn.Sequential)
+
+
+@torch.no_grad()
+def feature_shape(blocks: nn.Module, input_hw: tuple[int, int]) -> tuple[int, int, int]:
+    """(C, H, W) of the blocks' output for a 3-channel input of ``input_hw`` pixels."""
+    was = blocks.training
+    blocks.eval()
+    out = blocks(torch.zeros(1, 3, *input_hw))
+    blocks.train(was)
+    return tuple(out.shape[1:])

@@ -1,0 +1,119 @@
+"""The LightningModule: a timm backbone cut into 5 blocks, the first 5 - depth frozen, and the
+thesis head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+from osteo.models.backbones import backbone_blocks, create_timm_model, feature_shape, is_vgg
+from osteo.models.head import thesis_head
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    """Total, trainable (requires_grad) and non-trainable parameter counts."""
+    total = sum(p.numel() for p in module.parameters())
+    train = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return {"total": total, "trainable": train, "non_trainable": total - train}
+
+
+class DprClassifier(pl.LightningModule):
+    """Backbone blocks ``frozen`` (eval mode, no gradients) + ``trainable`` + ``head``.
+
+    ``depth`` N in 0..5 trains the last N blocks (the thesis's VGG16-TF N). Inputs are
+    float [B, 3, H, W] with ``input_hw`` = (H, W) pixels; outputs are two logits.
+    """
+
+    def __init__(self, backbone: str = "vgg16", depth: int = 2, pretrained: bool | str = False,
+                 input_hw: Sequence[int] = (140, 700), pool: str = "auto",
+                 head: Mapping | None = None, optimizer=None,
+                 class_weights: Sequence[float] | None = None, channels_last: bool = False):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        if not 0 <= int(depth) <= 5:
+            raise ValueError(f"depth must be 0..5 (number of trainable blocks), got {depth}")
+        model = create_timm_model(backbone, pretrained)
+        blocks = backbone_blocks(model)
+        n_frozen = 5 - int(depth)
+        self.frozen = nn.Sequential(*blocks[:n_frozen])
+        self.trainable = nn.Sequential(*blocks[n_frozen:])
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+        self.pool = ("flatten" if is_vgg(model) else "avg") if pool == "auto" else pool
+        c, h, w = feature_shape(nn.Sequential(*blocks), tuple(input_hw))
+        self.feature_chw = (c, h, w)
+        head = dict(head or {})
+        self.head = thesis_head(c * h * w if self.pool == "flatten" else c, head.get("hidden", (512, 256)),
+                                head.get("dropout", 0.5), head.get("num_classes", 2))
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.use_channels_last = bool(channels_last)
+        if self.use_channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.val_auc = BinaryAUROC()
+        self.train_auc = BinaryAUROC()
+
+    # ------------------------------------------------------------------ forward
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.frozen.eval()  # frozen blocks keep inference behaviour (BN statistics, dropout)
+        return self
+
+    def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the frozen prefix (the activation cache stores this)."""
+        if self.use_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.frozen(x)
+
+    def forward_trainable(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits [B, 2] from the frozen prefix's output ``z``."""
+        if self.use_channels_last and z.dim() == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
+        f = self.trainable(z)
+        f = torch.flatten(f, 1) if self.pool == "flatten" else f.mean(dim=(2, 3))
+        return self.head(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_trainable(self.forward_frozen(x))
+
+    def _logits(self, batch: Mapping) -> torch.Tensor:
+        return self.forward_trainable(batch["z"]) if "z" in batch else self(batch["x"])
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch, batch_idx):
+        logits = self._logits(batch)
+        loss = F.cross_entropy(logits, batch["y"], weight=self.class_weights)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["y"]))
+        self.train_auc.update(logits.detach().float().softmax(1)[:, 1], batch["y"])
+        return loss
+
+    def on_train_epoch_end(self):
+        self.log("train_auc", self.train_auc.compute())
+        self.train_auc.reset()
+
+    def validation_step(self, batch, batch_idx):
+        logits = self._logits(batch)
+        loss = F.cross_entropy(logits, batch["y"], weight=self.class_weights)
+        self.val_auc.update(logits.float().softmax(1)[:, 1], batch["y"])
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["y"]))
+
+    def on_validation_epoch_end(self):
+        self.log("val_auc", self.val_auc.compute(), prog_bar=True)
+        self.val_auc.reset()
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        prob = self._logits(batch).float().softmax(1)[:, 1]
+        return {"idx": batch["idx"].cpu(), "prob": prob.cpu()}
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            return torch.optim.Adam(params, lr=1e-4)
+        return self.optimizer_factory(params=params)
