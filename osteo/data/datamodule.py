@@ -45,6 +45,8 @@ def normalisation(backbone: str, mean: Sequence[float] | None = None,
         return tuple(mean), tuple(std)
     import timm
 
+    import osteo.models  # noqa: F401  (registers the small VGG16-layout models)
+
     cfg = timm.get_pretrained_cfg(backbone)
     if cfg is None:
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)

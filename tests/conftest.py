@@ -1,0 +1,41 @@
+"""Shared fixtures: a small phantom set made once per session, and the real configs composed
+with tiny overrides."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+
+N_PHANTOMS = 240
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    """240 full-size phantoms (default parameters, seed 0) with manifest.csv."""
+    from osteo.data.phantom import PhantomParams, generate
+
+    out = tmp_path_factory.mktemp("phantom")
+    generate(out, PhantomParams(n=N_PHANTOMS, seed=0), progress=False)
+    return out
+
+
+def tiny_overrides(outputs, manifest=None, **extra) -> list[str]:
+    """Overrides that make the real config fast: tiny VGG16-layout model, ROI at 0.5 scale."""
+    o = [f"paths.outputs={outputs}", "backbone=vgg16_tiny", "data.roi.scale=0.5",
+         "data.split.test_per_class=30", "data.batch_size=16", "trainer.max_epochs=2",
+         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+    if manifest is not None:
+        o.append(f"data.manifest={manifest}")
+    o += [f"{k}={v}" for k, v in extra.items()]
+    return o
+
+
+@pytest.fixture
+def compose_cfg():
+    from osteo.config import compose
+
+    return compose

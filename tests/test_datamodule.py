@@ -1,0 +1,76 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.conftest import tiny_overrides
+
+
+def make_dm(compose_cfg, tmp_path, phantom_dir, **extra):
+    cfg = compose_cfg(tiny_overrides(tmp_path / "out", phantom_dir / "manifest.csv", **extra))
+    dm = instantiate(cfg.data)
+    dm.progress = False
+    dm.setup()
+    return cfg, dm
+
+
+def test_folds_batches_and_normalisation(compose_cfg, tmp_path, phantom_dir):
+    cfg, dm = make_dm(compose_cfg, tmp_path, phantom_dir, fold=3)
+    assert dm.fold == 3
+    assert len(dm.idx["test"]) == 60
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].dtype == torch.uint8 and batch["x"].shape[1:] == (1, 70, 350)
+    b = dm.on_after_batch_transfer(batch, 0)
+    assert b["x"].shape[1:] == (3, 70, 350) and b["x"].dtype == torch.float32
+    # grey replicated; ImageNet mean/std of the backbone's pretrained config
+    raw = batch["x"] if False else next(iter(dm.val_dataloader()))["x"]
+    x = dm.normalise(raw)
+    expect0 = (raw[:, 0].float() / 255 - 0.485) / 0.229
+    assert torch.allclose(x[:, 0], expect0, atol=1e-5)
+    assert torch.allclose((x[:, 1] * 0.224 + 0.456), (x[:, 2] * 0.225 + 0.406), atol=1e-5)
+
+
+def test_test_set_identical_across_folds_and_disjoint(compose_cfg, tmp_path, phantom_dir):
+    tests, seen_val = [], []
+    for k in range(5):
+        _, dm = make_dm(compose_cfg, tmp_path, phantom_dir, fold=k)
+        tests.append(set(dm.idx["test"]))
+        pats = {p: set(dm.df["patient_id"].iloc[dm.idx[p]]) for p in ("train", "val", "test")}
+        assert not (pats["train"] & pats["val"]) and not (pats["test"] & (pats["train"] | pats["val"]))
+        seen_val.append(set(dm.idx["val"]))
+    assert all(t == tests[0] for t in tests)
+    assert set().union(*seen_val) | tests[0] == set(range(len(dm.df)))
+
+
+def test_split_file_is_shared_and_auditable(compose_cfg, tmp_path, phantom_dir):
+    _, a = make_dm(compose_cfg, tmp_path, phantom_dir, fold=0)
+    _, b = make_dm(compose_cfg, tmp_path, phantom_dir, fold=1)
+    assert a.split_path == b.split_path
+    sp = pd.read_csv(a.split_path)
+    assert {"image", "patient_id", "label", "part", "role_fold0", "role_fold4"} <= set(sp.columns)
+
+
+def test_augmentation_changes_training_images_only(compose_cfg, tmp_path, phantom_dir):
+    cfg, dm = make_dm(compose_cfg, tmp_path, phantom_dir, **{"+data/augment": "light"})
+    assert dm.augment and len(dm.augment) == 3
+    ds_train, ds_val = dm.dataset("train", train=True), dm.dataset("train")
+    torch.manual_seed(0)
+    np.random.seed(0)
+    diffs = [not torch.equal(ds_train[i]["x"], ds_val[i]["x"]) for i in range(20)]
+    assert any(diffs)
+    assert torch.equal(dm.dataset("val")[0]["x"], dm.dataset("val")[0]["x"])
+
+
+def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phantom_dir):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(phantom_dir, d)
+    (d / "images" / "dpr_0003.png").write_bytes(b"broken")
+    from osteo.data.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match=r"line 5 .*dpr_0003.png.*cannot be read"):
+        make_dm(compose_cfg, tmp_path, d)
+    cfg, dm = make_dm(compose_cfg, tmp_path, d, **{"data.skip_bad_rows": "true"})
+    assert len(dm.df) == 239

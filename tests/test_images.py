@@ -1,0 +1,89 @@
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from osteo.data.images import ImageReadError, read_gray, window_to_uint8
+
+
+def ramp(h=40, w=60, hi=255):
+    return (np.arange(h * w).reshape(h, w) * hi / (h * w - 1)).astype(np.float64)
+
+
+def write_dicom(path, arr: np.ndarray, mono1=False, slope=1.0, intercept=0.0, window=None):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "PX"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = arr.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_8bit_formats_read_identically(tmp_path):
+    a = ramp().astype(np.uint8)
+    for ext in ("png", "bmp", "tif"):
+        Image.fromarray(a).save(tmp_path / f"a.{ext}")
+        assert np.array_equal(read_gray(tmp_path / f"a.{ext}"), a), ext
+    Image.fromarray(a).save(tmp_path / "a.jpg", quality=100)
+    assert np.abs(read_gray(tmp_path / "a.jpg").astype(int) - a).max() <= 3
+
+
+def test_rgb_is_converted_to_luma(tmp_path):
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert read_gray(tmp_path / "c.png")[0, 0] == round(0.299 * 200)
+
+
+def test_16bit_png_and_tiff_are_windowed_not_clipped(tmp_path):
+    a16 = (ramp(hi=1) * 4000 + 1000).astype(np.uint16)  # values 1000..5000, all above 255
+    expect = window_to_uint8(a16)
+    Image.fromarray(a16).save(tmp_path / "a16.png")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a16.tif", a16)
+    for f in ("a16.png", "a16.tif"):
+        g = read_gray(tmp_path / f)
+        assert g.dtype == np.uint8 and g.min() == 0 and g.max() == 255
+        assert np.array_equal(g, expect), f
+        assert len(np.unique(g)) > 200  # a real ramp, not a clipped plateau
+
+
+def test_dicom_rescale_and_monochrome1_inversion(tmp_path):
+    raw = (ramp(hi=1) * 3000).astype(np.uint16)
+    write_dicom(tmp_path / "m2.dcm", raw, slope=2.0, intercept=-100)
+    write_dicom(tmp_path / "m1.dcm", raw, mono1=True, slope=2.0, intercept=-100)
+    m2, m1 = read_gray(tmp_path / "m2.dcm"), read_gray(tmp_path / "m1.dcm")
+    assert np.array_equal(m2, window_to_uint8(raw * 2.0 - 100))
+    assert np.abs(m1.astype(int) - (255 - m2.astype(int))).max() <= 1  # inverted: bone bright
+
+
+def test_dicom_voi_window_is_applied(tmp_path):
+    raw = (ramp(hi=1) * 4000).astype(np.uint16)
+    write_dicom(tmp_path / "w.dcm", raw, window=(1000, 400))
+    g = read_gray(tmp_path / "w.dcm")
+    assert g[0, 0] == 0 and g[-1, -1] == 255
+    inside = (raw > 850) & (raw < 1150)
+    assert len(np.unique(g[inside])) > 50  # the window stretches its range over 0..255
+
+
+def test_unreadable_and_missing_files_name_the_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match="broken.png"):
+        read_gray(bad)
+    with pytest.raises(ImageReadError, match="nothere.png: file not found"):
+        read_gray(tmp_path / "nothere.png")

@@ -1,0 +1,124 @@
+"""The phantom is reproducible, framed so the default ROI holds the border, carries its
+signal in the cortex (not the background), and matches the configured statistics."""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from osteo.config import compose
+from osteo.data.images import read_gray
+from osteo.data.phantom import PhantomParams, border_y, generate, oracle_auc, sample_subjects
+from osteo.data.roi import extract_roi
+
+
+def digest_dir(d):
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.png"))
+            if p.parent.name == "images"} | {"manifest": hashlib.sha1((d / "manifest.csv").read_bytes()).hexdigest()}
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
+    p = PhantomParams(n=4, seed=5)
+    generate(tmp_path / "a", p, workers=1, progress=False)
+    generate(tmp_path / "b", p, workers=2, progress=False)
+    generate(tmp_path / "c", PhantomParams(n=4, seed=6), workers=1, progress=False)
+    a, b, c = digest_dir(tmp_path / "a"), digest_dir(tmp_path / "b"), digest_dir(tmp_path / "c")
+    assert a == b
+    assert all(a[k] != c[k] for k in a)
+    assert (tmp_path / "a" / "contact_sheet.png").exists()
+
+
+def test_sizes_and_spacing_like_real_dprs(phantom_dir):
+    m = pd.read_csv(phantom_dir / "manifest.csv")
+    assert m["width"].between(1348, 2820).all() and m["height"].between(685, 1348).all()
+    assert ((m["width"] / m["height"]).between(1.85, 2.1)).all()
+    assert m["pixel_spacing_mm"].between(0.08, 0.2).all()
+    img = read_gray(phantom_dir / m["image"][0])
+    assert img.shape == (m["height"][0], m["width"][0])
+
+
+def test_default_roi_box_holds_the_inferior_border():
+    cfg = compose()
+    x0, y0, w, h = cfg.data.roi.box_xywh
+    W, H = cfg.data.roi.resize_wh
+    s = sample_subjects(PhantomParams(n=2000, seed=11))
+    inside = []
+    for r in s.to_dict("records"):
+        u = np.arange(x0, x0 + w, dtype=float)
+        y = border_y(u * r["width"] / W, r) * H / r["height"]  # the border after the thesis's resize
+        inside.append(y.min() >= y0 and y.max() <= y0 + h)
+    assert np.mean(inside) >= 0.99
+    wide = sample_subjects(PhantomParams(n=2000, seed=11, framing_spread=1.0))
+    inside_wide = [((border_y(np.arange(x0, x0 + w) * r["width"] / W, r) * H / r["height"]).min() >= y0)
+                   for r in wide.to_dict("records")]
+    assert np.mean(inside_wide) < 0.9  # the multi-device framing really is wider
+
+
+def test_drawn_border_is_where_the_manifest_says(phantom_dir):
+    """Below the true border the image is dark soft tissue; just above it, bright cortex."""
+    m = pd.read_csv(phantom_dir / "manifest.csv").head(20)
+    diffs = []
+    for r in m.to_dict("records"):
+        img = read_gray(phantom_dir / r["image"]).astype(float)
+        xs = np.linspace(r["border_xc"] - 0.4 * r["border_halfwidth"], r["border_xc"] + 0.4 * r["border_halfwidth"], 30)
+        ys = border_y(xs, r)
+        px = r["cortical_width_mm"] / r["pixel_spacing_mm"]
+        above = [img[int(y - 0.5 * px), int(x)] for x, y in zip(xs, ys)]
+        below = [img[int(y + 0.8 * px + 6), int(x)] for x, y in zip(xs, ys)]
+        diffs.append(np.mean(above) - np.mean(below))
+    assert np.mean(np.array(diffs) > 0) >= 0.9
+
+
+def _profile_auc(X, y):
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    p = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=cv, method="predict_proba")[:, 1]
+    return roc_auc_score(y, p)
+
+
+def test_signal_lives_in_the_roi_not_the_background(phantom_dir):
+    cfg = compose()
+    m = pd.read_csv(phantom_dir / "manifest.csv")
+    roi_prof, bg_prof = [], []
+    for r in m.to_dict("records"):
+        g = read_gray(phantom_dir / r["image"])
+        roi = extract_roi(g, cfg.data.roi.resize_wh, cfg.data.roi.box_xywh, 0.5).astype(float)
+        bg = extract_roi(g, cfg.data.roi.resize_wh, (450, 10, 300, 60), 0.5).astype(float)  # far from bone/teeth
+        roi_prof.append(roi.mean(axis=1))  # column-averaged vertical intensity profile
+        bg_prof.append(bg.mean(axis=1))
+    y = m["label"].to_numpy()
+    norm = lambda a: (np.array(a) - np.mean(a)) / (np.std(a) + 1e-9)  # noqa: E731
+    auc_roi, auc_bg = _profile_auc(norm(roi_prof), y), _profile_auc(norm(bg_prof), y)
+    print(f"profile baseline AUC: ROI {auc_roi:.3f}, background {auc_bg:.3f}")
+    assert auc_roi > 0.65
+    assert abs(auc_bg - 0.5) < 0.12
+
+
+def test_class_statistics_match_the_configuration():
+    p = PhantomParams(n=6800, seed=2)
+    s = sample_subjects(p)
+    assert s["label"].mean() == pytest.approx(300 / 680, abs=0.001)
+    for y in (0, 1):
+        g = s[s["label"] == y]
+        n = len(g)
+        se_f = np.sqrt(p.female_frac[y] * (1 - p.female_frac[y]) / n)
+        assert abs((g["sex"] == "F").mean() - p.female_frac[y]) < 4 * se_f
+        # age is clipped to 27..90 years, which moves the mean by well under 1 year
+        assert abs(g["age"].mean() - p.age_mean[y]) < 4 * p.age_sd[y] / np.sqrt(n) + 0.6
+        assert abs(g["age"].std() - p.age_sd[y]) < 0.1 * p.age_sd[y]
+        assert (g["t_score"] <= -2.5).all() if y else (g["t_score"] > -2.5).all()
+    cw0, cw1 = (s.loc[s["label"] == y, "cortical_width_mm"].mean() for y in (0, 1))
+    assert cw0 > 3.0 > cw1  # OSTEODENT: cortex below about 3 mm suggests osteoporosis
+    assert set(s["klemetti"]) == {"C1", "C2", "C3"}
+    c3 = s.groupby("label")["klemetti"].apply(lambda k: (k == "C3").mean())
+    assert c3[1] > 3 * c3[0]
+
+
+def test_oracle_auc_at_default_difficulty_is_neither_trivial_nor_hopeless():
+    aucs = [oracle_auc(sample_subjects(PhantomParams(seed=s)))["test"] for s in range(3)]
+    assert all(0.85 <= a <= 0.95 for a in aucs), aucs
+    harder = oracle_auc(sample_subjects(PhantomParams(seed=0, difficulty=2.0)))["test"]
+    assert harder < min(aucs)
