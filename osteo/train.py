@@ -86,9 +86,10 @@ def make_trainer(cfg: DictConfig, out_dir: Path, accel: str, precision: str):
     return pl.Trainer(callbacks=callbacks, logger=loggers, default_root_dir=str(out_dir), **t)
 
 
-def predict_probs(trainer, model, loader) -> tuple[np.ndarray, np.ndarray]:
-    """(manifest row indices, probabilities of class 1) of one loader."""
-    outs = trainer.predict(model, dataloaders=loader, return_predictions=True)
+def predict_probs(trainer, model, dm, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """(manifest row indices, probabilities of class 1) of one part of the datamodule."""
+    dm.predict_part = part
+    outs = trainer.predict(model, datamodule=dm, return_predictions=True)
     idx = torch.cat([o["idx"] for o in outs]).numpy()
     prob = torch.cat([o["prob"] for o in outs]).numpy()
     return idx, prob
@@ -146,9 +147,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     t0 = time.perf_counter()
     parts = {}
     for part in ("val", "test"):
-        loader = dm._loader(part)
-        idx, prob = predict_probs(trainer, model, loader)
-        parts[part] = (idx, prob)
+        parts[part] = predict_probs(trainer, model, dm, part)
     t_pred = time.perf_counter() - t0
     n_pred = sum(len(v[0]) for v in parts.values())
 

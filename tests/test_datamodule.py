@@ -24,7 +24,7 @@ def test_folds_batches_and_normalisation(compose_cfg, tmp_path, phantom_dir):
     b = dm.on_after_batch_transfer(batch, 0)
     assert b["x"].shape[1:] == (3, 70, 350) and b["x"].dtype == torch.float32
     # grey replicated; ImageNet mean/std of the backbone's pretrained config
-    raw = batch["x"] if False else next(iter(dm.val_dataloader()))["x"]
+    raw = next(iter(dm.val_dataloader()))["x"]
     x = dm.normalise(raw)
     expect0 = (raw[:, 0].float() / 255 - 0.485) / 0.229
     assert torch.allclose(x[:, 0], expect0, atol=1e-5)

@@ -84,6 +84,7 @@ class DprDataModule(pl.LightningDataModule):
         self.progress = progress
         self.df: pd.DataFrame | None = None
         self.features: np.ndarray | None = None
+        self.predict_part = "all"  # what predict_dataloader serves: 'train', 'val', 'test' or 'all'
 
     def use_features(self, features: np.ndarray | None) -> None:
         """Serve cached frozen-prefix activations (one per manifest row) instead of ROIs."""
@@ -162,7 +163,7 @@ class DprDataModule(pl.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("all")
+        return self._loader(self.predict_part)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 1, h, w] -> float [B, 3, h, w] with the backbone's mean/std."""

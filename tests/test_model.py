@@ -1,0 +1,92 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from osteo.models.backbones import PretrainedWeightsError, backbone_blocks, create_timm_model
+from osteo.models.module import DprClassifier, count_parameters
+
+VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+BLOCK_OF_CONV = [0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+
+
+def expected_counts(depth: int) -> dict:
+    """Parameters by the layer arithmetic: 3x3 convs, then Dense 43008-512-256-2."""
+    conv = [9 * ci * co + co for ci, co in VGG16_CONVS]
+    blocks = [sum(c for c, b in zip(conv, BLOCK_OF_CONV) if b == k) for k in range(5)]
+    head = (4 * 21 * 512 * 512 + 512) + (512 * 256 + 256) + (256 * 2 + 2)
+    frozen = sum(blocks[: 5 - depth])
+    total = sum(blocks) + head
+    return {"total": total, "trainable": total - frozen, "non_trainable": frozen}
+
+
+def test_thesis_figure9_counts_at_depth_2():
+    m = DprClassifier("vgg16", depth=2, input_hw=(140, 700))
+    assert m.feature_chw == (512, 4, 21)
+    assert count_parameters(m) == {"total": 36_867_138, "trainable": 35_131_650, "non_trainable": 1_735_488}
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3, 4, 5])
+def test_every_depth_matches_layer_arithmetic(depth):
+    m = DprClassifier("vgg16", depth=depth, input_hw=(140, 700))
+    assert count_parameters(m) == expected_counts(depth)
+    assert len(m.frozen) == 5 - depth and len(m.trainable) == depth
+
+
+def test_blocks_come_from_feature_info_and_end_at_pools():
+    blocks = backbone_blocks(create_timm_model("vgg16_tiny"))
+    assert [len(b) for b in blocks] == [5, 5, 7, 7, 7]  # conv/relu pairs + max-pool
+    assert all(isinstance(b[-1], torch.nn.MaxPool2d) for b in blocks)
+
+
+def tiny(depth=2, **kw):
+    return DprClassifier("vgg16_tiny", depth=depth, input_hw=(70, 350), **kw)
+
+
+def test_frozen_blocks_do_not_change_and_get_no_gradient():
+    torch.manual_seed(0)
+    m = tiny(depth=2)
+    m.train()
+    assert not any(mod.training for mod in m.frozen.modules())
+    assert all(mod.training for mod in m.trainable.modules())
+    before = {k: v.clone() for k, v in m.frozen.state_dict().items()}
+    opt = m.configure_optimizers()
+    x, y = torch.randn(4, 3, 70, 350), torch.tensor([0, 1, 0, 1])
+    z = m.forward_frozen(x)
+    assert not z.requires_grad  # no graph through the frozen prefix
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    loss.backward()
+    opt.step()
+    assert all(p.grad is None for p in m.frozen.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in m.frozen.state_dict().items())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.trainable.parameters())
+
+
+def test_other_backbones_get_the_head_on_pooled_features():
+    m = DprClassifier("resnet50", depth=5, input_hw=(140, 700))
+    assert m.pool == "avg" and m.feature_chw == (2048, 5, 22)
+    assert m.head[0].in_features == 2048
+    assert m(torch.randn(1, 3, 140, 700)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_load_bit_exact(tmp_path, suffix):
+    src = create_timm_model("vgg16_tiny")
+    sd = {k: v.contiguous() for k, v in src.state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    save_file(sd, path) if suffix == ".safetensors" else torch.save(sd, path)
+    m = DprClassifier("vgg16_tiny", depth=2, pretrained=str(path), input_hw=(70, 350))
+    loaded = torch.nn.Sequential(*m.frozen, *m.trainable).state_dict()
+    ref = torch.nn.Sequential(*backbone_blocks(src)).state_dict()
+    assert loaded.keys() == ref.keys()
+    assert all(torch.equal(loaded[k], ref[k]) for k in ref)
+    fresh = DprClassifier("vgg16_tiny", depth=2, pretrained=False, input_hw=(70, 350))
+    assert not torch.equal(fresh.frozen[0][0].weight, m.frozen[0][0].weight)
+
+
+def test_pretrained_true_offline_stops_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedWeightsError, match="model.pretrained=/path/to/weights.safetensors"):
+        DprClassifier("vgg16", depth=2, pretrained=True, input_hw=(140, 700))
+    with pytest.raises(PretrainedWeightsError, match="not found"):
+        DprClassifier("vgg16_tiny", depth=2, pretrained="/nonexistent/w.pth", input_hw=(70, 350))
