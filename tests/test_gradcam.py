@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from osteo.gradcam import border_band_ratio, grad_cams
+from osteo.models.module import DprClassifier
+
+
+class OneRegion(torch.nn.Module):
+    """A classifier that only sees columns c0:c1 of its input (everything else zeroed)."""
+
+    def __init__(self, model, c0, c1):
+        super().__init__()
+        self.model, self.c0, self.c1 = model, c0, c1
+        self.frozen, self.trainable, self.pool = model.frozen, model.trainable, model.pool
+
+    def forward(self, x):
+        mask = torch.zeros_like(x)
+        mask[..., self.c0:self.c1] = 1
+        return self.model(x * mask)
+
+
+def test_cam_has_roi_size_and_works_with_all_blocks_frozen():
+    torch.manual_seed(0)
+    for depth in (0, 2):
+        m = DprClassifier("vgg16_tiny", depth=depth, input_hw=(70, 350))
+        m.train()
+        cams = grad_cams(m, torch.randn(3, 3, 70, 350))
+        assert cams.shape == (3, 70, 350)
+        assert np.isfinite(cams).all() and cams.max() > 0
+        assert m.training  # training mode restored
+
+
+def test_planted_region_is_localised():
+    torch.manual_seed(0)
+    m = DprClassifier("vgg16_tiny", depth=2, input_hw=(70, 350))
+    wrapped = OneRegion(m, 200, 300)
+    x = torch.rand(4, 3, 70, 350) * 2
+    cams = grad_cams(wrapped, x, targets=[1, 1, 0, 0])
+    col = cams.sum(axis=1)  # [B, W]: CAM mass per ROI column
+    share = lambda a, b: col[:, a:b].sum(1) / col.sum(1)  # noqa: E731
+    assert (200 <= col.argmax(1)).all() and (col.argmax(1) < 300).all()  # peak inside the region
+    assert (share(200, 300) > 0.5).all()  # the region is 2/7 of the width
+    assert (share(0, 120) < 0.02).all()  # nothing beyond the last block's receptive field
+
+
+def test_border_band_ratio():
+    cam = np.zeros((70, 350), np.float32)
+    rows = np.full(350, 40.0)
+    cam[38:43] = 1.0  # all mass on the border
+    r = border_band_ratio(cam, rows, band_px=5)
+    assert r == pytest.approx(70 / 11)  # band is 11 of 70 rows
+    assert border_band_ratio(np.ones((70, 350)), rows, 5) == 1.0
