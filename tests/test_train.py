@@ -89,6 +89,10 @@ def test_sweeps_compose_to_the_thesis_jobs(compose_cfg):
     assert ft == [sorted([f"backbone=vgg16", f"depth={d}", f"fold={f}", "sweep_name=finetune_depth"])
                   for d in range(6) for f in range(5)]
     assert cfg.model.pretrained is True and cfg.hydra.mode.name == "MULTIRUN"
+    from hydra_plugins.osteo_sweeper.grids_sweeper import GridsSweeper
+
+    narrowed = GridsSweeper(grids=cfg.hydra.sweeper.grids).job_overrides(["depth=0,1", "trainer.max_epochs=3"])
+    assert len(narrowed) == 10 and all("trainer.max_epochs=3" in j for j in narrowed)
     bb, cfg = jobs_of(compose_cfg, "backbone")
     assert bb == [sorted([f"backbone={b}", "depth=5", f"fold={f}", "sweep_name=backbone"])
                   for b in ("vgg16", "resnet50", "legacy_xception") for f in range(5)]
@@ -98,9 +102,9 @@ def test_sweeps_compose_to_the_thesis_jobs(compose_cfg):
     assert [j for j in th if "sweep_name=backbone" in j] == [sorted(j + ["model.pretrained=False"]) for j in bb]
     assert [j for j in th if "sweep_name=finetune_depth" in j] == ft
     # every job composes, and its directory is named by its overrides
-    for job in th[:1] + th[-1:]:
-        c = compose_cfg(["+sweep=thesis"] + job, return_hydra_config=True)
-        assert c.backbone in ("vgg16", "resnet50", "legacy_xception")
+    scratch = compose_cfg(["+sweep=thesis", "weights=/w.pth"] + [j for j in th if "sweep_name=backbone" in j][0])
+    tuned = compose_cfg(["+sweep=thesis", "weights=/w.pth"] + th[-1])
+    assert scratch.model.pretrained is False and tuned.model.pretrained == "/w.pth"
 
 
 def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):

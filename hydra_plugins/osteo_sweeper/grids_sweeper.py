@@ -1,38 +1,51 @@
 """A Hydra sweeper that runs the union of several grids (each a cartesian product).
 
 Each grid maps override keys to values in Hydra's sweep syntax (``a,b``, ``range(0,5)``).
-Command-line overrides apply to every grid, except for keys a grid sets itself.
+Command-line overrides apply to every grid and replace a grid's value for the same key
+(``depth=0,1`` narrows a sweep).
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 
-class GridsSweeper(BasicSweeper):
+class GridsSweeper(Sweeper):
     def __init__(self, grids: list | None = None, max_batch_size: int | None = None) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=None)
-        self.grids = [dict(OmegaConf.to_container(g) if not isinstance(g, dict) else g)
-                      for g in (grids or [])]
+        self.grids = [g if isinstance(g, dict) else OmegaConf.to_container(g) for g in (grids or [])]
+        self.max_batch_size = max_batch_size
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's override list, grid by grid, in order."""
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader
-                                        if self.hydra_context else None)
+        loader = self.hydra_context.config_loader if self.hydra_context else None
+        parser = OverridesParser.create(config_loader=loader)
         cli = parser.parse_overrides(arguments)
+        cli_keys = {o.get_key_element() for o in cli}
         jobs: list[list[str]] = []
         for grid in self.grids or [{}]:
-            own = [f"{k}={_fmt(v)}" for k, v in grid.items()]
-            keys = set(grid)
-            rest = [o for o in cli if o.get_key_element() not in keys]
-            overrides = parser.parse_overrides(own) + rest
-            for batch in self.split_arguments(overrides, None):
-                jobs.extend(batch)
+            own = [f"{k}={_fmt(v)}" for k, v in grid.items() if k not in cli_keys]
+            axes = []
+            for o in parser.parse_overrides(own) + list(cli):
+                key = o.get_key_element()
+                if o.is_sweep_override():
+                    axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+                else:
+                    axes.append([f"{key}={o.get_value_element_as_str()}"])
+            jobs.extend(list(job) for job in itertools.product(*axes))
         return jobs
 
     def sweep(self, arguments: list[str]) -> Any:

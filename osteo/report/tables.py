@@ -1,0 +1,107 @@
+"""The report's tables: Table 1, Table 2 with ensembles and CIs, paired tests, the
+clinical-covariate baseline, operating points and calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from osteo.metrics import binary_metrics, youden_threshold
+from osteo.report.runs import ensemble
+from osteo.stats import delong_ci, delong_paired, expected_calibration_error, holm, threshold_for_sensitivity
+
+
+def config_summary(runs: pd.DataFrame, preds: dict, sens_target: float = 0.9, n_bins: int = 10) -> dict:
+    """Everything Table 2 needs for one configuration's runs (its folds)."""
+    test = ensemble(runs, preds, "test")
+    oof = ensemble(runs, preds, "val")  # out-of-fold validation predictions
+    auc, lo, hi = delong_ci(test["label"], test["prob"])
+    thr = youden_threshold(oof["label"], oof["prob"])
+    t90 = threshold_for_sensitivity(oof["label"], oof["prob"], sens_target)
+    op = binary_metrics(test["label"], test["prob"], thr)
+    op90 = binary_metrics(test["label"], test["prob"], t90)
+    out = {"folds": int(len(runs)), "trainable": int(runs["trainable"].iloc[0]),
+           "val_auc_mean": runs["val_auc"].mean(),
+           "ens_auc": auc, "ens_lo": lo, "ens_hi": hi,
+           "ens_threshold": thr, "ens_sens_at_thr": op["sensitivity"], "ens_spec_at_thr": op["specificity"],
+           "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"], "spec_at_sens90": op90["specificity"],
+           "ece": expected_calibration_error(test["label"], test["prob"], n_bins)}
+    for k in ("auc", "sensitivity", "specificity", "accuracy"):
+        out[f"{k}_mean"] = runs[f"test_{k}"].mean()
+        out[f"{k}_sd"] = runs[f"test_{k}"].std(ddof=1) if len(runs) > 1 else float("nan")
+    for k in ("sensitivity", "specificity"):
+        out[f"valthr_{k}_mean"] = runs[f"test_at_val_threshold_{k}"].mean()
+    return out
+
+
+def clinical_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: int,
+                      sens_target: float = 0.9) -> tuple[dict | None, pd.DataFrame | None, str]:
+    """Logistic regression on age and sex alone, fitted on each fold's training part and
+    averaged over folds on the test set. Returns (summary, test predictions, note)."""
+    from sklearn.linear_model import LogisticRegression
+
+    df = manifest_df.merge(splits, left_on="image_rel", right_on="image", suffixes=("", "_s"))
+    age = pd.to_numeric(df["age"], errors="coerce")
+    if age.isna().all() or df["sex"].isna().all():
+        return None, None, "the manifest has no age or no sex column: no clinical baseline"
+    X = np.column_stack([age.fillna(age.mean()), (df["sex"] == "F").astype(float)])
+    y = df["label"].to_numpy()
+    test = (df["part"] == "test").to_numpy()
+    probs, oof = [], np.full(len(df), np.nan)
+    for k in range(n_folds):
+        tr = (df[f"role_fold{k}"] == "train").to_numpy()
+        va = (df[f"role_fold{k}"] == "val").to_numpy()
+        lr = LogisticRegression(max_iter=1000).fit(X[tr], y[tr])
+        probs.append(lr.predict_proba(X[test])[:, 1])
+        oof[va] = lr.predict_proba(X[va])[:, 1]
+    p = np.mean(probs, axis=0)
+    pred = pd.DataFrame({"image": df["image_rel"][test].to_numpy(), "label": y[test], "prob": p})
+    ok = ~np.isnan(oof)
+    thr = youden_threshold(y[ok], oof[ok])
+    t90 = threshold_for_sensitivity(y[ok], oof[ok], sens_target)
+    auc, lo, hi = delong_ci(y[test], p)
+    op, op90 = binary_metrics(y[test], p, thr), binary_metrics(y[test], p, t90)
+    per_fold = [binary_metrics(y[test], q, 0.5) for q in probs]
+    s = {"folds": n_folds, "trainable": 3, "val_auc_mean": float("nan"), "ens_auc": auc, "ens_lo": lo,
+         "ens_hi": hi, "ens_threshold": thr, "ens_sens_at_thr": op["sensitivity"],
+         "ens_spec_at_thr": op["specificity"], "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"],
+         "spec_at_sens90": op90["specificity"], "ece": float("nan")}
+    for k in ("auc", "sensitivity", "specificity", "accuracy"):
+        vals = [m[k] for m in per_fold]
+        s[f"{k}_mean"], s[f"{k}_sd"] = float(np.mean(vals)), float(np.std(vals, ddof=1))
+    return s, pred, "logistic regression on age and sex, fitted on each fold's training part"
+
+
+def table2(summaries: dict[str, dict]) -> pd.DataFrame:
+    """One row per configuration, formatted as the page shows it."""
+    rows = []
+    for label, s in summaries.items():
+        f = lambda k: f"{s[k + '_mean']:.3f} ± {s[k + '_sd']:.3f}"  # noqa: E731
+        rows.append({"configuration": label, "folds": s["folds"], "AUC": f("auc"), "sensitivity": f("sensitivity"),
+                     "specificity": f("specificity"), "accuracy": f("accuracy"),
+                     "trainable params": f"{s['trainable']:,}",
+                     "val AUC (selection)": f"{s['val_auc_mean']:.3f}",
+                     "ensemble test AUC [95% CI]": f"{s['ens_auc']:.3f} [{s['ens_lo']:.3f}, {s['ens_hi']:.3f}]",
+                     "sens / spec at val-chosen threshold": f"{s['ens_sens_at_thr']:.3f} / {s['ens_spec_at_thr']:.3f}",
+                     "sens / spec at val-chosen 90% sensitivity": f"{s['sens_at_sens90']:.3f} / {s['spec_at_sens90']:.3f}",
+                     "ECE": f"{s['ece']:.3f}" if s["ece"] == s["ece"] else "n/a"})
+    return pd.DataFrame(rows)
+
+
+def paired_comparisons(ens_preds: dict[str, pd.DataFrame], best: str) -> pd.DataFrame:
+    """DeLong paired test of every configuration against ``best`` on their shared test images,
+    with Holm-corrected p-values."""
+    ref = ens_preds[best].set_index("image")
+    rows = []
+    for label, p in ens_preds.items():
+        if label == best:
+            continue
+        j = ref.join(p.set_index("image")[["prob"]], rsuffix="_other", how="inner")
+        r = delong_paired(j["label"], j["prob"], j["prob_other"])
+        rows.append({"configuration": label, "vs": best, "n_images": len(j), "AUC best": r["auc1"],
+                     "AUC other": r["auc2"], "difference": r["diff"], "z": r["z"], "p": r["p"]})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p (Holm)"] = holm(out["p"].to_numpy())
+        out["significant at 0.05"] = out["p (Holm)"] < 0.05
+    return out
