@@ -39,3 +39,21 @@ def compose_cfg():
     from osteo.config import compose
 
     return compose
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, phantom_dir):
+    """Real runs of two configurations x 2 folds (tiny model, few epochs) under one sweep dir."""
+    from osteo.config import compose
+    from osteo.train import train
+
+    root = tmp_path_factory.mktemp("sweep")
+    runs = root / "sweeps" / "finetune_depth"
+    for depth in (1, 5):
+        for fold in (0, 1):
+            cfg = compose(tiny_overrides(root, phantom_dir / "manifest.csv", depth=depth, fold=fold,
+                                         **{"data.split.n_folds": 2, "trainer.max_epochs": 6,
+                                            "model.optimizer.lr": 3e-4, "weights": "false",
+                                            "model.pretrained": "${weights}"}))
+            train(cfg, runs / f"backbone=vgg16_tiny,depth={depth},fold={fold}")
+    return root

@@ -40,6 +40,7 @@ def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.D
                      rcfg: DictConfig, out: Path, order: list[str]) -> tuple[list[str], pd.DataFrame | None, str]:
     """Galleries for the best configuration and, on phantoms, the border-band statistic."""
     from osteo.checkpoints import load_datamodule, load_model
+    from osteo.data.cache import image_boxes
     from osteo.gradcam import border_band_ratio, grad_cams, roi_border_rows
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,12 +68,15 @@ def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.D
     note = (f"Grad-CAM of the fold-{run['fold']} model of {run['config']} (its best validation AUC), on the "
             "ReLU after the last convolution of the last block, for the predicted class; cases are the most "
             "confident of each kind at the validation-chosen threshold of the fold ensemble.")
-    df = dm.df
-    if not {"border_xc", "border_yc", "border_a", "border_c", "border_tilt", "border_halfwidth"} <= set(df.columns):
+    truth = ["border_xc", "border_yc", "border_a", "border_c", "border_tilt", "border_halfwidth",
+             "width", "height", "pixel_spacing_mm"]
+    if not set(truth) <= set(dm.df.columns):
         return files, None, note + " The manifest has no ground-truth border: no border-band statistic."
+    df = dm.df.assign(**{c: pd.to_numeric(dm.df[c]) for c in truth})
     rows = []
     test_imgs = list(df["image_rel"].iloc[dm.idx["test"]])[: int(rcfg.gradcam.max_images)]
-    roi = OmegaConf.to_container(dm.roi if isinstance(dm.roi, DictConfig) else OmegaConf.create(dm.roi))
+    roi = dm.roi
+    boxes = image_boxes(df, roi)
     for label in tqdm(order, desc="Grad-CAM border band", unit="config"):
         g = runs[(runs["config"] == label)].dropna(subset=["checkpoint"]).sort_values("val_auc", ascending=False)
         if not len(g):
@@ -81,8 +85,7 @@ def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.D
         rois, cams = cams_for(mdl, test_imgs)
         for img, cam in zip(test_imgs, cams):
             r = df.iloc[pos_of[img]].to_dict()
-            box = [int(r.get("roi_x0") or roi["box_xywh"][0]) if "roi_x0" in r and r["roi_x0"] == r["roi_x0"] else roi["box_xywh"][0],
-                   roi["box_xywh"][1], roi["box_xywh"][2], roi["box_xywh"][3]]
+            box = boxes[pos_of[img]]
             band_px = float(rcfg.gradcam.band_mm) / (r["pixel_spacing_mm"] * r["height"] / roi["resize_wh"][1]) * roi["scale"]
             rows.append({"configuration": label, "label": int(r["label"]),
                          "ratio": border_band_ratio(cam, roi_border_rows(r, roi, box), band_px)})

@@ -1,0 +1,217 @@
+"""Screen new dental panoramic radiographs with a trained configuration.
+
+    python -m osteo.predict IMAGES_OR_FOLDERS_OR_MANIFEST... --model RUN_DIR [--out DIR]
+
+``--model`` is a run directory (its sibling fold runs of the same configuration are
+ensembled by mean probability; ``--single`` uses that run alone), a directory of runs with
+``--config LABEL`` (for example ``vgg16-TF2``), or a ``best.ckpt`` file. Images are read and
+pre-processed exactly as in training, with the ROI settings from the run's saved config.
+
+Writes predictions.csv (and .json with --json): per image the probability of osteoporosis,
+the decision at the configuration's validation-chosen threshold ("refer for DXA" or
+"no referral") and a Grad-CAM overlay PNG. This is a screening aid, not a diagnosis: a
+referral means "measure bone density with DXA", nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
+from osteo.data.roi import extract_roi, resize_bilinear
+from osteo.io import atomic_write_csv, atomic_write_text
+
+REFER, NO_REFER = "refer for DXA", "no referral"
+DISCLAIMER = ("osteo is a screening aid, not a diagnosis: 'refer for DXA' means the radiograph "
+              "suggests low bone density worth measuring with DXA.")
+
+
+def find_inputs(inputs: list[str]) -> list[Path]:
+    """Image files from files, folders (recursively) and manifests (their 'image' column)."""
+    out: list[Path] = []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix.lower() == ".csv":
+            m = pd.read_csv(p, dtype=str)
+            if "image" not in m.columns:
+                raise SystemExit(f"{p}: a manifest needs an 'image' column")
+            out += [(p.parent / r).resolve() for r in m["image"]]
+        else:
+            out.append(p)
+    return out
+
+
+def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> list[Path]:
+    """The fold runs to ensemble for ``--model``/``--config``."""
+    from osteo.report.runs import config_label, is_pretrained
+
+    def label(d: Path) -> str:
+        c = OmegaConf.load(d / "config.yaml")
+        return config_label(c.backbone, int(c.depth), is_pretrained(c.model.pretrained))
+
+    def key(d: Path):
+        c = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"), resolve=False)
+        c.pop("fold", None)
+        c.get("data", {}).pop("fold", None)
+        c.get("trainer", {}).pop("enable_progress_bar", None)
+        return json.dumps(c, sort_keys=True, default=str)
+
+    if model.is_file():
+        return [model.parent]
+    if (model / "config.yaml").exists():
+        if single:
+            return [model]
+        k = key(model)
+        sibs = [d for d in sorted(model.parent.iterdir()) if (d / "best.ckpt").exists()
+                and (d / "config.yaml").exists() and key(d) == k]
+        return sibs or [model]
+    runs = [d.parent for d in sorted(model.rglob("best.ckpt")) if (d.parent / "config.yaml").exists()]
+    if not runs:
+        raise SystemExit(f"{model}: no finished runs (best.ckpt + config.yaml) found")
+    labels = {d: label(d) for d in runs}
+    names = sorted(set(labels.values()))
+    if config is None and len(names) > 1:
+        raise SystemExit(f"{model} holds several configurations; pick one with --config: {', '.join(names)}")
+    want = config or names[0]
+    chosen = [d for d in runs if labels[d] == want]
+    if not chosen:
+        raise SystemExit(f"no configuration {want!r} under {model}; found: {', '.join(names)}")
+    return chosen
+
+
+def ensemble_threshold(run_dirs: list[Path]) -> float:
+    """Youden threshold on the runs' validation predictions (out-of-fold when ensembled)."""
+    from osteo.metrics import youden_threshold
+
+    if len(run_dirs) == 1:
+        return float(json.loads((run_dirs[0] / "metrics.json").read_text())["threshold_val_youden"])
+    v = pd.concat([pd.read_csv(d / "predictions.csv").query("split == 'val'") for d in run_dirs])
+    v = v.groupby("image").agg(label=("label", "first"), prob=("prob", "mean"))
+    return youden_threshold(v["label"], v["prob"])
+
+
+def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, out: Path) -> Path:
+    """The resized DPR with the ROI box drawn and the Grad-CAM blended inside it (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import cm
+    from PIL import Image, ImageDraw
+
+    W, H = roi["resize_wh"]
+    x0, y0, w, h = roi["box_xywh"]
+    base = np.stack([resize_bilinear(gray, (W, H))] * 3, axis=-1).astype(np.float32)
+    heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
+    colour = cm.jet(heat)[..., :3] * 255
+    base[y0:y0 + h, x0:x0 + w] = 0.6 * base[y0:y0 + h, x0:x0 + w] + 0.4 * colour
+    im = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    ImageDraw.Draw(im).rectangle([x0, y0, x0 + w - 1, y0 + h - 1], outline=(255, 255, 0), width=2)
+    im.save(out)
+    return out
+
+
+def predict(inputs: list[str], model: str, out: str, config: str | None = None, single: bool = False,
+            batch_size: int = 8, cams: bool = True, device: str | None = None,
+            progress: bool = True) -> pd.DataFrame:
+    """Score images; returns the predictions table (also written to ``out``)."""
+    from osteo.checkpoints import load_model, run_config
+    from osteo.data.datamodule import normalisation, normalise
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model_path = Path(model)
+    dirs = run_dirs_of_configuration(model_path, config, single)
+    ckpt = model_path if model_path.is_file() else None
+    models = [load_model(d, checkpoint=ckpt if ckpt else None, device=device)[0] for d in dirs]
+    cfg = run_config(dirs[0])
+    roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
+    mean, std = normalisation(cfg.backbone, cfg.data.get("mean"), cfg.data.get("std"))
+    thr = ensemble_threshold(dirs)
+    out_dir = Path(out)
+    (out_dir / "cams").mkdir(parents=True, exist_ok=True)
+    files = find_inputs(inputs)
+    rows: list[dict] = []
+    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def flush():
+        if not batch:
+            return
+        x = normalise(torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device), mean, std)
+        with torch.inference_mode():
+            probs = torch.stack([m(x).float().softmax(1)[:, 1] for m in models]).mean(0).cpu().numpy()
+        maps = None
+        if cams:
+            from osteo.gradcam import grad_cams
+
+            maps = np.mean([grad_cams(m, x) for m in models], axis=0)
+            maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-8)
+        for k, (i, _, gray) in enumerate(batch):
+            r = rows[i]
+            r.update(status="ok", probability=float(probs[k]), decision=REFER if probs[k] >= thr else NO_REFER)
+            if maps is not None:
+                r["cam_png"] = str(cam_overlay(gray, maps[k], roi, out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.png"))
+        batch.clear()
+
+    mw, mh = roi.get("min_source_wh", (0, 0))
+    for f in tqdm(files, desc="screening", unit="img", disable=not progress):
+        rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
+                     "threshold": thr, "cam_png": ""})
+        try:
+            gray = read_gray(f, roi.get("window", "minmax"))
+            if gray.shape[1] < mw or gray.shape[0] < mh:
+                raise ValueError(f"image is {gray.shape[1]}x{gray.shape[0]} (W x H), smaller than the "
+                                 f"{mw}x{mh} the ROI needs")
+            batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], roi["box_xywh"], roi["scale"]), gray))
+        except (ImageReadError, ValueError, OSError) as e:
+            rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
+            print(f"[osteo] {f}: {rows[-1]['status']}", file=sys.stderr)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    df = pd.DataFrame(rows)
+    df["models"] = len(models)
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=DISCLAIMER)
+    ap.add_argument("inputs", nargs="+", help="image files, folders (recursive) or manifest CSVs")
+    ap.add_argument("--model", required=True, help="run directory, directory of runs, or best.ckpt")
+    ap.add_argument("--config", help="configuration label when --model holds several (e.g. vgg16-TF2)")
+    ap.add_argument("--single", action="store_true", help="use the given run only, no fold ensemble")
+    ap.add_argument("--out", default="outputs/predict", help="output folder (default outputs/predict)")
+    ap.add_argument("--json", action="store_true", help="also write predictions.json")
+    ap.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM overlays")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    targets = [out / "predictions.csv"] + ([out / "predictions.json"] if a.json else [])
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not a.force:
+        print(f"[osteo] {', '.join(existing)} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam)
+    atomic_write_csv(out / "predictions.csv", df)
+    if a.json:
+        atomic_write_text(out / "predictions.json", df.to_json(orient="records", indent=2))
+    failed = int((df["status"] != "ok").sum())
+    refer = int((df["decision"] == REFER).sum())
+    print(f"[osteo] {len(df) - failed} image(s) screened, {refer} to refer for DXA, {failed} failed "
+          f"(threshold {df['threshold'].iloc[0]:.3f}, {df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
+    print(f"[osteo] {DISCLAIMER}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from osteo.predict import NO_REFER, REFER, main, predict
+from tests.test_images import write_dicom
+
+
+def run_dir(tiny_sweep, depth=5, fold=0):
+    return tiny_sweep / "sweeps" / "finetune_depth" / f"backbone=vgg16_tiny,depth={depth},fold={fold}"
+
+
+def test_prediction_matches_the_runs_own_predictions(tiny_sweep, phantom_dir, tmp_path):
+    rd = run_dir(tiny_sweep)
+    own = pd.read_csv(rd / "predictions.csv")
+    test = own[own["split"] == "test"].head(10)
+    df = predict([str(phantom_dir / i) for i in test["image"]], str(rd), str(tmp_path / "p"), single=True,
+                 progress=False, batch_size=4)
+    assert (df["status"] == "ok").all()
+    assert np.allclose(df["probability"].to_numpy(), test["prob"].to_numpy(), atol=1e-5)
+    thr = df["threshold"].iloc[0]
+    assert ((df["probability"] >= thr) == (df["decision"] == REFER)).all()
+    assert set(df["decision"]) <= {REFER, NO_REFER}
+    assert all(p and (tmp_path / "p" / "cams").exists() for p in df["cam_png"])
+    assert Image.open(df["cam_png"].iloc[0]).size == (1200, 630)
+
+
+def test_fold_ensemble_is_the_mean_of_its_runs(tiny_sweep, phantom_dir, tmp_path):
+    imgs = [str(phantom_dir / "images" / f"dpr_{i:04d}.png") for i in range(3)]
+    a = predict(imgs, str(run_dir(tiny_sweep, 1, 0)), str(tmp_path / "a"), single=True, cams=False, progress=False)
+    b = predict(imgs, str(run_dir(tiny_sweep, 1, 1)), str(tmp_path / "b"), single=True, cams=False, progress=False)
+    e = predict(imgs, str(run_dir(tiny_sweep, 1, 0)), str(tmp_path / "e"), cams=False, progress=False)
+    assert (e["models"] == 2).all()
+    assert np.allclose(e["probability"], (a["probability"] + b["probability"]) / 2, atol=1e-6)
+    c = predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "c"), config="vgg16_tiny scratch (depth 1)",
+                cams=False, progress=False)
+    assert np.allclose(c["probability"], e["probability"])
+    with pytest.raises(SystemExit, match="several configurations"):
+        predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "d"), progress=False)
+
+
+def test_dicom_monochrome1_16bit_equals_the_png(tiny_sweep, phantom_dir, tmp_path):
+    g = np.asarray(Image.open(phantom_dir / "images" / "dpr_0001.png")).copy()
+    g[0, 0], g[0, 1] = 0, 255  # full 8-bit range, so the DICOM's min-max window maps back exactly
+    Image.fromarray(g).save(tmp_path / "x.png")
+    write_dicom(tmp_path / "x.dcm", 65535 - g.astype(np.uint16) * 257, mono1=True)
+    df = predict([str(tmp_path / "x.png"), str(tmp_path / "x.dcm")], str(run_dir(tiny_sweep)),
+                 str(tmp_path / "o"), single=True, cams=False, progress=False)
+    assert (df["status"] == "ok").all()
+    assert df["probability"].iloc[0] == pytest.approx(df["probability"].iloc[1], abs=1e-6)
+
+
+def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        shutil.copy(phantom_dir / "images" / f"dpr_{i:04d}.png", folder / "sub" / f"ok{i}.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG broken")
+    Image.fromarray(np.zeros((100, 200), np.uint8)).save(folder / "small.png")
+    out = tmp_path / "out"
+    code = main([str(folder), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--json", "--no-cam"])
+    assert code == 1
+    df = pd.read_csv(out / "predictions.csv")
+    assert len(df) == 5 and (df["status"] == "ok").sum() == 3
+    st = dict(zip(df["image"].map(lambda p: p.split("/")[-1]), df["status"]))
+    assert st["corrupt.png"].startswith("error: cannot be read")
+    assert "smaller" in st["small.png"]
+    assert (out / "predictions.json").exists()
+    err = capsys.readouterr()
+    assert "corrupt.png" in err.err and "screening aid" in err.out
+    assert main([str(folder), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam"]) == 2  # no --force
+    assert main([str(folder / "sub"), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam", "--force"]) == 0
