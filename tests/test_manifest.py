@@ -25,9 +25,10 @@ def test_who_rule_and_threshold_options():
 
 
 def test_valid_manifest(folder):
-    m = write(folder, [dict(image="i0.png", patient_id="a", t_score=-3.0, sex="female", age=70),
-                       dict(image="i1.png", patient_id="b", t_score=-1.0, sex="M", age="")])
+    m = write(folder, [dict(image="i0.png", patient_id="a", t_score=-3.0, sex="female", age=70, width=1300, site="x"),
+                       dict(image="i1.png", patient_id="b", t_score=-1.0, sex="M", age="", width=1400, site="y")])
     df = load_manifest(m)
+    assert df["width"].tolist() == [1300, 1400] and df["site"].tolist() == ["x", "y"]  # extra columns kept
     assert df["label"].tolist() == [1, 0]
     assert df["sex"].tolist() == ["F", "M"]
     assert df["line"].tolist() == [2, 3]

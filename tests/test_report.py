@@ -35,7 +35,7 @@ def fabricate(root: Path, rng) -> dict:
     split = split_file(mdf, root / "splits", 0, 10, None, 3)
     sp = pd.read_csv(split, dtype={"part": str})
     known = {}
-    for depth, strength in ((2, 2.0), (0, 0.7)):
+    for depth, strength in ((2, 1.0), (0, 0.4)):
         for fold in range(3):
             if depth == 0 and fold == 2:
                 continue  # deliberately missing
@@ -48,7 +48,7 @@ def fabricate(root: Path, rng) -> dict:
             for part, role in (("val", "val"), ("test", "test")):
                 sub = sp[sp[f"role_fold{fold}"] == role]
                 y = sub["label"].to_numpy()
-                p = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(0, 1.2, len(y)))))
+                p = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(0, 2.5, len(y)))))
                 preds.append(pd.DataFrame({"split": part, "image": sub["image"], "patient_id": sub["patient_id"],
                                            "label": y, "prob": p, "fold": fold}))
             pr = pd.concat(preds, ignore_index=True)

@@ -21,6 +21,9 @@ from osteo.data.roi import extract_roi
 from osteo.io import atomic_save_npy, atomic_write_text
 
 CACHE_VERSION = 1
+# ROIs already loaded in this process, by (cache dir, settings, digests, boxes): the runs of a
+# one-process sweep (Hydra's basic launcher) read the .npy files once.
+_LOADED: dict[tuple, tuple[np.ndarray, list]] = {}
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -104,6 +107,10 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
     digs = digests(paths, cache_dir)
     skey = settings_key(roi)
     boxes = image_boxes(df, roi)
+    memo = (str(cache_dir.resolve()), skey, tuple(digs), tuple(boxes), tuple(df["line"]))
+    if memo in _LOADED:
+        arr, bad = _LOADED[memo]
+        return arr.copy(), list(bad)
     outs, todo, bad, first = [], [], [], {}
     for i, (p, d, box) in enumerate(zip(paths, digs, boxes)):
         if d in first:
@@ -144,4 +151,7 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
         elif int(df["line"].iloc[i]) not in dup_lines:
             arr[i] = np.load(out)
     bad.sort()
+    if not errors:
+        _LOADED.clear()  # keep one data set in memory
+        _LOADED[memo] = (arr, list(bad))
     return arr, bad

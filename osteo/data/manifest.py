@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+KNOWN_COLUMNS = {"image", "patient_id", "t_score", "label", "sex", "age", "dxa_site", "roi_x0", "roi_y0"}
 SEX_CODES = {"f": "F", "female": "F", "w": "F", "woman": "F",
              "m": "M", "male": "M", "man": "M"}
 
@@ -41,7 +42,8 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
 
     Returns a DataFrame with one row per valid image and the columns ``line`` (the CSV line,
     header = 1), ``image`` (absolute path), ``image_rel``, ``patient_id`` (str), ``t_score``,
-    ``label`` (0/1), ``sex`` ('F'/'M' or None), ``age``, plus any extra columns.
+    ``label`` (0/1), ``sex`` ('F'/'M' or None), ``age``, plus any extra columns (numeric where
+    every value parses as a number).
     Bad rows raise ``ManifestError`` listing each of them, or, with ``skip_bad_rows``, are
     dropped, printed and written to ``skipped_file`` (CSV: line, image, reason).
     """
@@ -129,6 +131,11 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
     if not rows:
         raise ManifestError(f"{path}: no valid rows")
     out = pd.DataFrame(rows)
+    for col in set(df.columns) - KNOWN_COLUMNS:  # extra columns: numbers where they all parse
+        try:
+            out[col] = pd.to_numeric(out[col])
+        except (ValueError, TypeError):
+            pass
     for col in ("sex", "age", "dxa_site"):
         if col not in out.columns:
             out[col] = None

@@ -72,7 +72,7 @@ def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.D
              "width", "height", "pixel_spacing_mm"]
     if not set(truth) <= set(dm.df.columns):
         return files, None, note + " The manifest has no ground-truth border: no border-band statistic."
-    df = dm.df.assign(**{c: pd.to_numeric(dm.df[c]) for c in truth})
+    df = dm.df
     rows = []
     test_imgs = list(df["image_rel"].iloc[dm.idx["test"]])[: int(rcfg.gradcam.max_images)]
     roi = dm.roi
