@@ -35,20 +35,24 @@ DISCLAIMER = ("osteo is a screening aid, not a diagnosis: 'refer for DXA' means 
               "suggests low bone density worth measuring with DXA.")
 
 
-def find_inputs(inputs: list[str]) -> list[Path]:
-    """Image files from files, folders (recursively) and manifests (their 'image' column)."""
-    out: list[Path] = []
+def find_inputs(inputs: list[str]) -> list[tuple[Path, tuple[int, int] | None]]:
+    """(image file, ROI origin or None) from files, folders (recursively) and manifests (their
+    'image' column, and 'roi_x0'/'roi_y0' where given)."""
+    out: list[tuple[Path, tuple[int, int] | None]] = []
     for s in inputs:
         p = Path(s)
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            out += [(q, None) for q in sorted(p.rglob("*")) if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
         elif p.suffix.lower() == ".csv":
-            m = pd.read_csv(p, dtype=str)
+            m = pd.read_csv(p, dtype=str, keep_default_na=False)
             if "image" not in m.columns:
                 raise SystemExit(f"{p}: a manifest needs an 'image' column")
-            out += [(p.parent / r).resolve() for r in m["image"]]
+            for r in m.to_dict("records"):
+                has_box = r.get("roi_x0", "") != "" and r.get("roi_y0", "") != ""
+                out.append(((p.parent / r["image"]).resolve(),
+                            (int(float(r["roi_x0"])), int(float(r["roi_y0"]))) if has_box else None))
         else:
-            out.append(p)
+            out.append((p, None))
     return out
 
 
@@ -101,7 +105,7 @@ def ensemble_threshold(run_dirs: list[Path]) -> float:
     return youden_threshold(v["label"], v["prob"])
 
 
-def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, out: Path) -> Path:
+def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], out: Path) -> Path:
     """The resized DPR with the ROI box drawn and the Grad-CAM blended inside it (PNG)."""
     import matplotlib
 
@@ -110,7 +114,7 @@ def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, out: Path) -> Path
     from PIL import Image, ImageDraw
 
     W, H = roi["resize_wh"]
-    x0, y0, w, h = roi["box_xywh"]
+    x0, y0, w, h = box
     base = np.stack([resize_bilinear(gray, (W, H))] * 3, axis=-1).astype(np.float32)
     heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
     colour = cm.jet(heat)[..., :3] * 255
@@ -141,7 +145,7 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     (out_dir / "cams").mkdir(parents=True, exist_ok=True)
     files = find_inputs(inputs)
     rows: list[dict] = []
-    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+    batch: list[tuple[int, np.ndarray, np.ndarray, list[int]]] = []
 
     def flush():
         if not batch:
@@ -155,15 +159,16 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
 
             maps = np.mean([grad_cams(m, x) for m in models], axis=0)
             maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-8)
-        for k, (i, _, gray) in enumerate(batch):
+        for k, (i, _, gray, box) in enumerate(batch):
             r = rows[i]
             r.update(status="ok", probability=float(probs[k]), decision=REFER if probs[k] >= thr else NO_REFER)
             if maps is not None:
-                r["cam_png"] = str(cam_overlay(gray, maps[k], roi, out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.png"))
+                r["cam_png"] = str(cam_overlay(gray, maps[k], roi, box, out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.png"))
         batch.clear()
 
     mw, mh = roi.get("min_source_wh", (0, 0))
-    for f in tqdm(files, desc="screening", unit="img", disable=not progress):
+    for f, origin in tqdm(files, desc="screening", unit="img", disable=not progress):
+        box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
         rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
                      "threshold": thr, "cam_png": ""})
         try:
@@ -171,7 +176,7 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
             if gray.shape[1] < mw or gray.shape[0] < mh:
                 raise ValueError(f"image is {gray.shape[1]}x{gray.shape[0]} (W x H), smaller than the "
                                  f"{mw}x{mh} the ROI needs")
-            batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], roi["box_xywh"], roi["scale"]), gray))
+            batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"]), gray, box))
         except (ImageReadError, ValueError, OSError) as e:
             rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
             print(f"[osteo] {f}: {rows[-1]['status']}", file=sys.stderr)

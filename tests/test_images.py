@@ -1,5 +1,4 @@
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset

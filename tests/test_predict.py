@@ -73,3 +73,13 @@ def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp
     assert "corrupt.png" in err.err and "screening aid" in err.out
     assert main([str(folder), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam"]) == 2  # no --force
     assert main([str(folder / "sub"), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam", "--force"]) == 0
+
+
+def test_manifest_input_uses_its_per_image_boxes(tiny_sweep, phantom_dir, tmp_path):
+    m = pd.DataFrame({"image": ["images/dpr_0000.png", "images/dpr_0000.png"], "roi_x0": [250, 100], "roi_y0": [475, 400]})
+    m.assign(image=[str(phantom_dir / i) for i in m["image"]]).to_csv(tmp_path / "boxes.csv", index=False)
+    df = predict([str(tmp_path / "boxes.csv"), str(phantom_dir / "images" / "dpr_0000.png")], str(run_dir(tiny_sweep)),
+                 str(tmp_path / "o"), single=True, cams=False, progress=False)
+    p = df["probability"].to_numpy()
+    assert p[0] == pytest.approx(p[2], abs=1e-6)  # default box = (250, 475)
+    assert abs(p[0] - p[1]) > 1e-4                # another box, another ROI
