@@ -97,11 +97,11 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
 def ensemble_threshold(run_dirs: list[Path]) -> float:
     """Youden threshold on the runs' validation predictions (out-of-fold when ensembled)."""
     from osteo.metrics import youden_threshold
+    from osteo.report.runs import ensemble_frames
 
     if len(run_dirs) == 1:
         return float(json.loads((run_dirs[0] / "metrics.json").read_text())["threshold_val_youden"])
-    v = pd.concat([pd.read_csv(d / "predictions.csv").query("split == 'val'") for d in run_dirs])
-    v = v.groupby("image").agg(label=("label", "first"), prob=("prob", "mean"))
+    v = ensemble_frames([pd.read_csv(d / "predictions.csv", dtype={"patient_id": str}) for d in run_dirs], "val")
     return youden_threshold(v["label"], v["prob"])
 
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from osteo.data.cache import build_roi_cache
-from osteo.data.manifest import ManifestError, load_manifest
+from osteo.data.manifest import handle_bad_rows, load_manifest
 from osteo.data.splits import fold_indices, split_file
 
 
@@ -113,17 +113,8 @@ class DprDataModule(pl.LightningDataModule):
                            self.skip_bad_rows, skipped)
         rois, bad = build_roi_cache(df, self.roi, self.cache_dir, progress=self.progress)
         if bad:
-            listing = "\n".join(f"  {path.name} line {ln} ({img}): {why}" for ln, img, why in bad)
-            if not self.skip_bad_rows:
-                raise ManifestError(f"{path}: {len(bad)} image(s) failed:\n{listing}\n"
-                                    "Fix them, or pass data.skip_bad_rows=true to skip and list them.")
-            print(f"[osteo] skipping {len(bad)} image(s):\n{listing}")
+            handle_bad_rows(path, bad, self.skip_bad_rows, skipped, "image(s) failed", append=True)
             keep = ~df["line"].isin([b[0] for b in bad]).to_numpy()
-            old = pd.read_csv(skipped) if skipped.exists() else pd.DataFrame(columns=["line", "image", "reason"])
-            from osteo.io import atomic_write_csv
-
-            atomic_write_csv(skipped, pd.concat([old, pd.DataFrame(bad, columns=["line", "image", "reason"])]))
-            print(f"[osteo] skipped rows listed in {skipped}")
             df, rois = df[keep].reset_index(drop=True), rois[keep]
         self.manifest_file = path
         self.df, self.rois = df.reset_index(drop=True), rois

@@ -36,6 +36,25 @@ def _num(value) -> float | None:
     return float(s)  # raises ValueError on non-numeric text
 
 
+def handle_bad_rows(path: Path, bad: list[tuple[int, str, str]], skip: bool,
+                    skipped_file: str | Path | None, what: str, append: bool = False) -> None:
+    """Raise ``ManifestError`` listing every (line, image, reason), or, with ``skip``, print
+    them and write them to ``skipped_file`` (CSV: line, image, reason; ``append`` keeps earlier rows)."""
+    listing = "\n".join(f"  {path.name} line {ln} ({rel or '-'}): {why}" for ln, rel, why in bad)
+    if not skip:
+        raise ManifestError(f"{path}: {len(bad)} {what}:\n{listing}\n"
+                            "Fix them, or pass data.skip_bad_rows=true to skip and list them.")
+    print(f"[osteo] skipping {len(bad)} {what}:\n{listing}")
+    if skipped_file is not None:
+        from osteo.io import atomic_write_csv
+
+        new = pd.DataFrame(bad, columns=["line", "image", "reason"])
+        if append and Path(skipped_file).exists():
+            new = pd.concat([pd.read_csv(skipped_file), new], ignore_index=True)
+        atomic_write_csv(skipped_file, new)
+        print(f"[osteo] skipped rows listed in {skipped_file}")
+
+
 def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = True,
                   skip_bad_rows: bool = False, skipped_file: str | Path | None = None) -> pd.DataFrame:
     """Read and validate a manifest CSV.
@@ -119,15 +138,7 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
                    label=label, sex=sex, age=age)
         rows.append(out)
     if bad:
-        listing = "\n".join(f"  {path.name} line {ln} ({rel or '-'}): {why}" for ln, rel, why in bad)
-        if not skip_bad_rows:
-            raise ManifestError(f"{path}: {len(bad)} bad row(s):\n{listing}\n"
-                                "Fix them, or pass data.skip_bad_rows=true to skip and list them.")
-        print(f"[osteo] skipping {len(bad)} bad manifest row(s):\n{listing}")
-        if skipped_file is not None:
-            Path(skipped_file).parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(bad, columns=["line", "image", "reason"]).to_csv(skipped_file, index=False)
-            print(f"[osteo] skipped rows listed in {skipped_file}")
+        handle_bad_rows(path, bad, skip_bad_rows, skipped_file, "bad row(s)")
     if not rows:
         raise ManifestError(f"{path}: no valid rows")
     out = pd.DataFrame(rows)

@@ -70,8 +70,12 @@ def ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], part: str = "te
 
     For ``part='val'`` each image has one (out-of-fold) prediction.
     """
-    frames = [preds[d][preds[d]["split"] == part].assign(fold=f) for d, f in zip(runs["dir"], runs["fold"])]
-    allp = pd.concat(frames, ignore_index=True)
+    return ensemble_frames([preds[d] for d in runs["dir"]], part)
+
+
+def ensemble_frames(frames: list[pd.DataFrame], part: str = "test") -> pd.DataFrame:
+    """``ensemble`` over runs' predictions.csv tables: image, label, patient_id, mean prob, n_models."""
+    allp = pd.concat([f[f["split"] == part] for f in frames], ignore_index=True)
     return (allp.groupby("image").agg(label=("label", "first"), patient_id=("patient_id", "first"),
                                       prob=("prob", "mean"), n_models=("prob", "size"))
             .reset_index())
