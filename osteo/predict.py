@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
-from osteo.data.roi import extract_roi, resize_bilinear
+from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
 from osteo.io import atomic_write_csv, atomic_write_text
 
 REFER, NO_REFER = "refer for DXA", "no referral"
@@ -58,11 +58,10 @@ def find_inputs(inputs: list[str]) -> list[tuple[Path, tuple[int, int] | None]]:
 
 def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> list[Path]:
     """The fold runs to ensemble for ``--model``/``--config``."""
-    from osteo.report.runs import config_label, is_pretrained
+    from osteo.report.runs import run_label
 
     def label(d: Path) -> str:
-        c = OmegaConf.load(d / "config.yaml")
-        return config_label(c.backbone, int(c.depth), is_pretrained(c.model.pretrained))
+        return run_label(OmegaConf.load(d / "config.yaml"))
 
     def key(d: Path):
         c = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"), resolve=False)
@@ -166,16 +165,13 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
                 r["cam_png"] = str(cam_overlay(gray, maps[k], roi, box, out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.png"))
         batch.clear()
 
-    mw, mh = roi.get("min_source_wh", (0, 0))
     for f, origin in tqdm(files, desc="screening", unit="img", disable=not progress):
         box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
         rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
                      "threshold": thr, "cam_png": ""})
         try:
             gray = read_gray(f, roi.get("window", "minmax"))
-            if gray.shape[1] < mw or gray.shape[0] < mh:
-                raise ValueError(f"image is {gray.shape[1]}x{gray.shape[0]} (W x H), smaller than the "
-                                 f"{mw}x{mh} the ROI needs")
+            check_source_size(gray.shape[1], gray.shape[0], roi.get("min_source_wh", (0, 0)))
             batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"]), gray, box))
         except (ImageReadError, ValueError, OSError) as e:
             rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from osteo.data.images import ImageReadError, image_size, read_gray
-from osteo.data.roi import extract_roi
+from osteo.data.roi import check_source_size, extract_roi
 from osteo.io import atomic_save_npy, atomic_write_text
 
 CACHE_VERSION = 1
@@ -78,11 +78,7 @@ def image_boxes(df, roi: Mapping) -> list[tuple[int, int, int, int]]:
 def _build_one(args) -> tuple[str, str | None]:
     path, out, roi, box = args
     try:
-        w, h = image_size(path)
-        mw, mh = roi.get("min_source_wh", (0, 0))
-        if w < mw or h < mh:
-            return out, (f"image is {w}x{h} (W x H), smaller than the {mw}x{mh} the ROI needs "
-                         f"(data.roi.min_source_wh)")
+        check_source_size(*image_size(path), roi.get("min_source_wh", (0, 0)))
         gray = read_gray(path, roi.get("window", "minmax"))
         arr = extract_roi(gray, roi["resize_wh"], box, roi.get("scale", 1.0))
     except ImageReadError as e:

@@ -25,6 +25,15 @@ def check_box(box_xywh: Sequence[int], resize_wh: Sequence[int]) -> None:
                          f"resized image {W}x{H} (W x H)")
 
 
+def check_source_size(width: int, height: int, min_source_wh: Sequence[int]) -> None:
+    """Raise ValueError when a DPR of ``width`` x ``height`` pixels is smaller than
+    ``min_source_wh`` (it would be upsampled too much to give a faithful ROI)."""
+    mw, mh = (int(v) for v in min_source_wh)
+    if width < mw or height < mh:
+        raise ValueError(f"image is {width}x{height} (W x H), smaller than the {mw}x{mh} the ROI needs "
+                         f"(data.roi.min_source_wh)")
+
+
 def resize_bilinear(gray: np.ndarray, size_wh: Sequence[int]) -> np.ndarray:
     """Bilinear resize of a uint8 (H, W) array to ``size_wh`` = (W, H), as Keras/PIL do."""
     im = Image.fromarray(gray)

@@ -56,7 +56,8 @@ class DprClassifier(pl.LightningModule):
         self.use_channels_last = bool(channels_last)
         if self.use_channels_last:
             self.to(memory_format=torch.channels_last)
-        # inputs are checked once per epoch by compute(); per-step validation costs ~5% at small batches
+        # inputs are softmax probabilities and 0/1 labels by construction, so torchmetrics' argument
+        # checks are skipped: they cost about 5% of a small training step (benchmarks/train_step.py)
         self.val_auc = BinaryAUROC(validate_args=False)
         self.train_auc = BinaryAUROC(validate_args=False)
 

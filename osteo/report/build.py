@@ -21,9 +21,16 @@ from osteo.report.tables import clinical_baseline, config_summary, paired_compar
 BASELINE = "age + sex (logistic regression)"
 
 
-def _order(runs: pd.DataFrame) -> list[str]:
-    keys = runs.groupby("config").agg(pre=("pretrained", "first"), bb=("backbone", "first"), d=("depth", "first"))
-    return list(keys.sort_values(["pre", "bb", "d"]).index)
+def _attributes(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (pretrained, backbone, depth), in report order."""
+    return (runs.groupby("config")[["pretrained", "backbone", "depth"]].first()
+            .sort_values(["pretrained", "backbone", "depth"]))
+
+
+def _best_fold(runs: pd.DataFrame):
+    """The run with a checkpoint and the highest validation AUC among ``runs``, or None."""
+    have = runs.dropna(subset=["checkpoint"]).sort_values("val_auc", ascending=False)
+    return have.iloc[0] if len(have) else None
 
 
 def _cases(test: pd.DataFrame, thr: float, per_kind: int) -> dict[str, pd.DataFrame]:
@@ -35,7 +42,7 @@ def _cases(test: pd.DataFrame, thr: float, per_kind: int) -> dict[str, pd.DataFr
             for k, m in kinds.items()}
 
 
-def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.DataFrame, thr: float,
+def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr: float,
                      rcfg: DictConfig, out: Path, order: list[str]) -> tuple[list[str], pd.DataFrame | None, str]:
     """Galleries for the best configuration and, on phantoms, the border-band statistic."""
     from osteo.checkpoints import load_datamodule, load_model
@@ -43,18 +50,17 @@ def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.D
     from osteo.gradcam import border_band_ratio, grad_cams, roi_border_rows
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    have = best_runs.dropna(subset=["checkpoint"]).sort_values("val_auc", ascending=False)
-    if not len(have):
+    run = _best_fold(runs[runs["config"] == best])
+    if run is None:
         return [], None, "no checkpoint of the best configuration: Grad-CAM skipped"
-    run = have.iloc[0]
     dm = load_datamodule(run["dir"])
     model, _ = load_model(run["dir"], device=device)
     pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
 
-    def cams_for(mdl, images, targets=None):
+    def cams_for(mdl, images):
         idx = np.array([pos_of[i] for i in images])
         x = dm.normalise(torch.from_numpy(dm.rois[idx])[:, None]).to(device)
-        out_ = [grad_cams(mdl, x[s:s + 8], None if targets is None else targets[s:s + 8]) for s in range(0, len(x), 8)]
+        out_ = [grad_cams(mdl, x[s:s + 8]) for s in range(0, len(x), 8)]
         return dm.rois[idx], np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
 
     files = []
@@ -77,11 +83,11 @@ def _gradcam_section(best_runs: pd.DataFrame, runs: pd.DataFrame, ens_best: pd.D
     roi = dm.roi
     boxes = image_boxes(df, roi)
     for label in tqdm(order, desc="Grad-CAM border band", unit="config"):
-        g = runs[(runs["config"] == label)].dropna(subset=["checkpoint"]).sort_values("val_auc", ascending=False)
-        if not len(g):
+        fold_run = _best_fold(runs[runs["config"] == label])
+        if fold_run is None:
             continue
-        mdl, _ = load_model(g.iloc[0]["dir"], device=device)
-        rois, cams = cams_for(mdl, test_imgs)
+        mdl, _ = load_model(fold_run["dir"], device=device)
+        _, cams = cams_for(mdl, test_imgs)
         for img, cam in zip(test_imgs, cams):
             r = df.iloc[pos_of[img]].to_dict()
             box = boxes[pos_of[img]]
@@ -134,14 +140,15 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
         atomic_write_text(out / "index.html", f"<html><body><h1>osteo report</h1><p>No finished runs under "
                           f"{html.escape(str(runs_dir))}.</p>{_table_html(missing)}</body></html>")
         return {"configs": {}, "missing": problems}
-    order = _order(runs)
+    attrs = _attributes(runs)
+    order = list(attrs.index)
     summaries, ens, folds = {}, {}, {}
     for label in order:
         g = runs[runs["config"] == label]
         summaries[label] = config_summary(g, preds, float(rcfg.sensitivity_target), int(rcfg.calibration_bins))
         ens[label] = ensemble(g, preds, "test")
-        folds[label] = [(preds[dd][preds[dd]["split"] == "test"]["label"].to_numpy(),
-                         preds[dd][preds[dd]["split"] == "test"]["prob"].to_numpy()) for dd in g["dir"]]
+        tests = [preds[dd][preds[dd]["split"] == "test"] for dd in g["dir"]]
+        folds[label] = [(t["label"].to_numpy(), t["prob"].to_numpy()) for t in tests]
     best = max(order, key=lambda k: summaries[k]["val_auc_mean"])
     first = runs.iloc[0]
     cfg0 = OmegaConf.load(Path(first["dir"]) / "config.yaml")
@@ -171,18 +178,17 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     figs["roc"] = figures.curves_figure(folds, out / "roc.png", "roc", aucs).name
     figs["pr"] = figures.curves_figure(folds, out / "pr.png", "pr").name
     figs["params"] = figures.auc_vs_params(summaries, out / "auc_vs_params.png").name
-    pre = [k for k in order if runs.loc[runs["config"] == k, "pretrained"].iloc[0] and
-           runs.loc[runs["config"] == k, "backbone"].iloc[0] == runs.loc[runs["config"] == best, "backbone"].iloc[0]]
-    group = pre if len(pre) > 1 else [k for k in order if runs.loc[runs["config"] == k, "backbone"].iloc[0] ==
-                                      runs.loc[runs["config"] == best, "backbone"].iloc[0]]
+    same_backbone = attrs[attrs["backbone"] == attrs.loc[best, "backbone"]]
+    pre = list(same_backbone.index[same_backbone["pretrained"].astype(bool)])
+    group = pre if len(pre) > 1 else list(same_backbone.index)
     if len(group) > 1:
-        depths = [int(runs.loc[runs["config"] == k, "depth"].iloc[0]) for k in group]
+        depths = [int(attrs.loc[k, "depth"]) for k in group]
         figs["depth"] = figures.auc_by_depth(depths, [summaries[k] for k in group], out / "auc_by_depth.png").name
     figs["reliability"] = figures.reliability(ens[best]["label"], ens[best]["prob"], out / "reliability.png",
                                               int(rcfg.calibration_bins), f"{best}: fold ensemble on test").name
     cam_files, band, cam_note = [], None, "Grad-CAM disabled (report.gradcam.enabled=false)."
     if rcfg.gradcam.enabled:
-        cam_files, band, cam_note = _gradcam_section(runs[runs["config"] == best], runs, ens[best],
+        cam_files, band, cam_note = _gradcam_section(best, runs, ens[best],
                                                      summaries[best]["ens_threshold"], rcfg, out, order)
         if band is not None:
             atomic_write_csv(out / "gradcam_border_band.csv", band)

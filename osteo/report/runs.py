@@ -21,6 +21,11 @@ def config_label(backbone: str, depth: int, pretrained: bool) -> str:
     return f"{backbone} scratch" + ("" if depth == 5 else f" (depth {depth})")
 
 
+def run_label(cfg) -> str:
+    """``config_label`` of a run's saved config."""
+    return config_label(cfg.backbone, int(cfg.depth), is_pretrained(cfg.model.pretrained))
+
+
 def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[dict]]:
     """Every run directory under ``root``.
 
@@ -47,7 +52,7 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
         pre = is_pretrained(cfg.model.pretrained)
         row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
                "pretrained": pre, "fold": int(cfg.fold), "n_folds": int(cfg.data.split.n_folds),
-               "config": config_label(cfg.backbone, int(cfg.depth), pre),
+               "config": run_label(cfg),
                "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
                "threshold": m["threshold_val_youden"], "manifest": m.get("manifest"),
                "splits": m.get("splits"), "checkpoint": str(d / "best.ckpt") if (d / "best.ckpt").exists() else None}

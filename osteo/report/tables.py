@@ -11,20 +11,25 @@ from osteo.report.runs import ensemble
 from osteo.stats import delong_ci, delong_paired, expected_calibration_error, holm, threshold_for_sensitivity
 
 
+def operating_points(y_test, p_test, y_oof, p_oof, sens_target: float = 0.9) -> dict:
+    """Ensemble test AUC with DeLong's CI, and test sensitivity/specificity at the thresholds
+    chosen on out-of-fold validation predictions (Youden, and ``sens_target`` sensitivity)."""
+    auc, lo, hi = delong_ci(y_test, p_test)
+    thr = youden_threshold(y_oof, p_oof)
+    t90 = threshold_for_sensitivity(y_oof, p_oof, sens_target)
+    op, op90 = binary_metrics(y_test, p_test, thr), binary_metrics(y_test, p_test, t90)
+    return {"ens_auc": auc, "ens_lo": lo, "ens_hi": hi,
+            "ens_threshold": thr, "ens_sens_at_thr": op["sensitivity"], "ens_spec_at_thr": op["specificity"],
+            "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"], "spec_at_sens90": op90["specificity"]}
+
+
 def config_summary(runs: pd.DataFrame, preds: dict, sens_target: float = 0.9, n_bins: int = 10) -> dict:
     """Everything Table 2 needs for one configuration's runs (its folds)."""
     test = ensemble(runs, preds, "test")
     oof = ensemble(runs, preds, "val")  # out-of-fold validation predictions
-    auc, lo, hi = delong_ci(test["label"], test["prob"])
-    thr = youden_threshold(oof["label"], oof["prob"])
-    t90 = threshold_for_sensitivity(oof["label"], oof["prob"], sens_target)
-    op = binary_metrics(test["label"], test["prob"], thr)
-    op90 = binary_metrics(test["label"], test["prob"], t90)
     out = {"folds": int(len(runs)), "trainable": int(runs["trainable"].iloc[0]),
            "val_auc_mean": runs["val_auc"].mean(),
-           "ens_auc": auc, "ens_lo": lo, "ens_hi": hi,
-           "ens_threshold": thr, "ens_sens_at_thr": op["sensitivity"], "ens_spec_at_thr": op["specificity"],
-           "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"], "spec_at_sens90": op90["specificity"],
+           **operating_points(test["label"], test["prob"], oof["label"], oof["prob"], sens_target),
            "ece": expected_calibration_error(test["label"], test["prob"], n_bins)}
     for k in ("auc", "sensitivity", "specificity", "accuracy"):
         out[f"{k}_mean"] = runs[f"test_{k}"].mean()
@@ -57,15 +62,9 @@ def clinical_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: 
     p = np.mean(probs, axis=0)
     pred = pd.DataFrame({"image": df["image_rel"][test].to_numpy(), "label": y[test], "prob": p})
     ok = ~np.isnan(oof)
-    thr = youden_threshold(y[ok], oof[ok])
-    t90 = threshold_for_sensitivity(y[ok], oof[ok], sens_target)
-    auc, lo, hi = delong_ci(y[test], p)
-    op, op90 = binary_metrics(y[test], p, thr), binary_metrics(y[test], p, t90)
     per_fold = [binary_metrics(y[test], q, 0.5) for q in probs]
-    s = {"folds": n_folds, "trainable": 3, "val_auc_mean": float("nan"), "ens_auc": auc, "ens_lo": lo,
-         "ens_hi": hi, "ens_threshold": thr, "ens_sens_at_thr": op["sensitivity"],
-         "ens_spec_at_thr": op["specificity"], "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"],
-         "spec_at_sens90": op90["specificity"], "ece": float("nan")}
+    s = {"folds": n_folds, "trainable": 3, "val_auc_mean": float("nan"),
+         **operating_points(y[test], p, y[ok], oof[ok], sens_target), "ece": float("nan")}
     for k in ("auc", "sensitivity", "specificity", "accuracy"):
         vals = [m[k] for m in per_fold]
         s[f"{k}_mean"], s[f"{k}_sd"] = float(np.mean(vals)), float(np.std(vals, ddof=1))
