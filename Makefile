@@ -6,19 +6,20 @@ export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup demo test test-all report bench clean-outputs
+.PHONY: setup demo test test-all report bench lock
 
-# First set-up: about 3-4 minutes (torch/torchvision come from this machine's local wheel store).
-$(BIN)/.installed: pyproject.toml
+# First set-up: the exact versions of requirements.lock, then osteo itself (editable).
+$(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/python -m osteo.train -m +sweep=finetune_depth experiment=demo
+	$(BIN)/python -m osteo.train +sweep=demo
 	$(BIN)/python -m osteo.report experiment=demo
 
 report: setup
@@ -33,3 +34,9 @@ test-all: setup
 bench: setup
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/train_step.py
+
+# After changing dependencies in pyproject.toml: resolve them anew and pin the result.
+lock: setup
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	{ head -2 requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock

@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     a = ap.parse_args()
-    from osteo.data.datamodule import normalise
+    from osteo.data.normalise import normalise
     from osteo.models.module import DprClassifier
 
     print(f"VGG16 thesis model, 140x700 (W 700 x H 140), batch {a.batch}, fp32, "

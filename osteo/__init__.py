@@ -1,3 +1,3 @@
 """osteo: osteoporosis screening from dental panoramic radiographs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

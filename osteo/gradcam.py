@@ -1,12 +1,12 @@
 """Grad-CAM on the last conv block (pytorch-grad-cam), safe with frozen blocks and timm's
-in-place ReLUs, and the share of CAM mass near the true inferior border (phantoms).
+in-place ReLUs, and the share of CAM mass near a known inferior border.
 
 CAM arrays are float32 [B, H, W] in [0, 1] at the ROI's size (H x W pixels).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -47,22 +47,6 @@ def grad_cams(model, x: torch.Tensor, targets: Sequence[int] | None = None) -> n
     if maps is None or maps.shape[0] != x.shape[0]:
         raise RuntimeError("Grad-CAM recorded no activations: the target layer got no gradient")
     return np.asarray(maps, dtype=np.float32)
-
-
-def roi_border_rows(row: Mapping, roi: Mapping, box_xywh: Sequence[int]) -> np.ndarray:
-    """Row of the true inferior border in ROI pixels for each ROI column (phantom manifests).
-
-    ``row`` holds the phantom's border columns, width and height (original pixels).
-    """
-    from osteo.data.phantom import border_y
-
-    x0, y0, w, h = box_xywh
-    W, H = roi["resize_wh"]
-    scale = roi.get("scale", 1.0)
-    ow = int(round(w * scale))
-    u = x0 + (np.arange(ow) + 0.5) / scale  # resized-frame column of each ROI column centre
-    y = border_y(u * row["width"] / W, row) * H / row["height"]
-    return (y - y0) * scale
 
 
 def border_band_ratio(cam: np.ndarray, border_rows: np.ndarray, band_px: float) -> float:

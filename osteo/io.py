@@ -1,14 +1,24 @@
-"""Atomic file writes: a killed run never leaves a half-written file."""
+"""Atomic file writes (a killed run never leaves a half-written file) and inter-process locks
+(parallel jobs do one-time work once)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _atomic(path: str | Path, write) -> Path:
@@ -20,6 +30,7 @@ def _atomic(path: str | Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -46,6 +57,39 @@ def atomic_save_npy(path: str | Path, arr: np.ndarray) -> Path:
 def atomic_write_csv(path: str | Path, df) -> Path:
     """Write a pandas DataFrame as CSV atomically."""
     return _atomic(path, lambda f: f.write(df.to_csv(index=False).encode()))
+
+
+def atomic_save_image(path: str | Path, image, **save_kwargs) -> Path:
+    """Save a PIL image atomically; the format follows ``path``'s suffix."""
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower(), "PNG")
+    return _atomic(path, lambda f: image.save(f, format=fmt, **save_kwargs))
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the ``with`` block: parallel
+    jobs that reach the same one-time work (phantoms, splits, caches) do it one at a time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def available_cpus(cap: int | str | None = None) -> int:
+    """CPUs this process may use: its CPU affinity, capped by ``cap`` (a launcher's
+    cpus_per_task, 'auto' or None for no cap) and by SLURM_CPUS_PER_TASK when set."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    for limit in (cap, os.environ.get("SLURM_CPUS_PER_TASK")):
+        if limit not in (None, "", "auto"):
+            n = min(n, max(int(limit), 1))
+    return max(n, 1)
 
 
 def _jsonable(o: Any):

@@ -3,13 +3,15 @@
     python -m osteo.predict IMAGES_OR_FOLDERS_OR_MANIFEST... --model RUN_DIR [--out DIR]
 
 ``--model`` is a run directory (its sibling fold runs of the same configuration are
-ensembled by mean probability; ``--single`` uses that run alone), a directory of runs with
-``--config LABEL`` (for example ``vgg16-TF2``), or a ``best.ckpt`` file. Images are read and
+ensembled; ``--single`` uses that run alone), a directory of runs with ``--config LABEL``
+(for example ``"vgg16 TF2, timm"``), or a run's ``best.safetensors`` file. Images are read and
 pre-processed exactly as in training, with the ROI settings from the run's saved config.
 
-Writes predictions.csv (and .json with --json): per image the probability of osteoporosis,
-the decision at the configuration's validation-chosen threshold ("refer for DXA" or
-"no referral") and a Grad-CAM overlay PNG. This is a screening aid, not a diagnosis: a
+Writes predictions.csv (and .json with --json): per image the probability of osteoporosis
+(the fold models' mean), the decision ("refer for DXA" or "no referral": each fold model
+compares its own probability with the threshold chosen on the out-of-fold validation
+predictions, and the image is referred when at least half of the models refer; see
+osteo/runs.py), the number of models that refer, and a Grad-CAM overlay PNG. This is a screening aid, not a diagnosis: a
 referral means "measure bone density with DXA", nothing more.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,8 @@ from tqdm.auto import tqdm
 from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
 from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
 from osteo.io import atomic_write_csv, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 REFER, NO_REFER = "refer for DXA", "no referral"
 DISCLAIMER = ("osteo is a screening aid, not a diagnosis: 'refer for DXA' means the radiograph "
@@ -58,7 +62,7 @@ def find_inputs(inputs: list[str]) -> list[tuple[Path, tuple[int, int] | None]]:
 
 def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> list[Path]:
     """The fold runs to ensemble for ``--model``/``--config``."""
-    from osteo.report.runs import run_label
+    from osteo.runs import WEIGHTS_FILE, run_label
 
     def label(d: Path) -> str:
         return run_label(OmegaConf.load(d / "config.yaml"))
@@ -67,7 +71,10 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
         c = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"), resolve=False)
         c.pop("fold", None)
         c.get("data", {}).pop("fold", None)
-        c.get("trainer", {}).pop("enable_progress_bar", None)
+        for k in ("run_dir", "cpus", "overwrite"):
+            c.pop(k, None)
+        for group in ("trainer", "callbacks", "logger"):
+            c.pop(group, None)
         return json.dumps(c, sort_keys=True, default=str)
 
     if model.is_file():
@@ -76,12 +83,12 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
         if single:
             return [model]
         k = key(model)
-        sibs = [d for d in sorted(model.parent.iterdir()) if (d / "best.ckpt").exists()
+        sibs = [d for d in sorted(model.parent.iterdir()) if (d / WEIGHTS_FILE).exists()
                 and (d / "config.yaml").exists() and key(d) == k]
         return sibs or [model]
-    runs = [d.parent for d in sorted(model.rglob("best.ckpt")) if (d.parent / "config.yaml").exists()]
+    runs = [d.parent for d in sorted(model.rglob(WEIGHTS_FILE)) if (d.parent / "config.yaml").exists()]
     if not runs:
-        raise SystemExit(f"{model}: no finished runs (best.ckpt + config.yaml) found")
+        raise SystemExit(f"{model}: no finished runs ({WEIGHTS_FILE} + config.yaml) found")
     labels = {d: label(d) for d in runs}
     names = sorted(set(labels.values()))
     if config is None and len(names) > 1:
@@ -94,14 +101,12 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
 
 
 def ensemble_threshold(run_dirs: list[Path]) -> float:
-    """Youden threshold on the runs' validation predictions (out-of-fold when ensembled)."""
-    from osteo.metrics import youden_threshold
-    from osteo.report.runs import ensemble_frames
+    """The decision threshold: Youden's on the runs' pooled out-of-fold validation predictions
+    (one model's probability each), applied to each model's own probability (see osteo/runs.py)."""
+    from osteo.runs import oof_thresholds
 
-    if len(run_dirs) == 1:
-        return float(json.loads((run_dirs[0] / "metrics.json").read_text())["threshold_val_youden"])
-    v = ensemble_frames([pd.read_csv(d / "predictions.csv", dtype={"patient_id": str}) for d in run_dirs], "val")
-    return youden_threshold(v["label"], v["prob"])
+    frames = [pd.read_csv(d / "predictions.csv", dtype={"patient_id": str}) for d in run_dirs]
+    return oof_thresholds(frames)["youden"]
 
 
 def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], out: Path) -> Path:
@@ -129,7 +134,9 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
             progress: bool = True) -> pd.DataFrame:
     """Score images; returns the predictions table (also written to ``out``)."""
     from osteo.checkpoints import load_model, run_config
-    from osteo.data.datamodule import normalisation, normalise
+    from osteo.data.normalise import normalise
+    from osteo.provenance import provenance, provenance_line
+    from osteo.runs import vote
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_path = Path(model)
@@ -138,7 +145,8 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     models = [load_model(d, checkpoint=ckpt if ckpt else None, device=device)[0] for d in dirs]
     cfg = run_config(dirs[0])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
-    mean, std = normalisation(cfg.backbone, cfg.data.get("mean"), cfg.data.get("std"))
+    mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
+    prov = provenance_line(provenance("gpu" if str(device).startswith("cuda") else "cpu", "32-true"))
     thr = ensemble_threshold(dirs)
     out_dir = Path(out)
     (out_dir / "cams").mkdir(parents=True, exist_ok=True)
@@ -151,7 +159,9 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
             return
         x = normalise(torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device), mean, std)
         with torch.inference_mode():
-            probs = torch.stack([m(x).float().softmax(1)[:, 1] for m in models]).mean(0).cpu().numpy()
+            per_model = torch.stack([m(x).float().softmax(1)[:, 1] for m in models]).cpu().numpy()
+        probs = per_model.mean(0)
+        refer, votes = vote(per_model, thr)
         maps = None
         if cams:
             from osteo.gradcam import grad_cams
@@ -160,7 +170,8 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
             maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-8)
         for k, (i, _, gray, box) in enumerate(batch):
             r = rows[i]
-            r.update(status="ok", probability=float(probs[k]), decision=REFER if probs[k] >= thr else NO_REFER)
+            r.update(status="ok", probability=float(probs[k]), decision=REFER if refer[k] else NO_REFER,
+                     models_referring=int(votes[k]))
             if maps is not None:
                 r["cam_png"] = str(cam_overlay(gray, maps[k], roi, box, out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.png"))
         batch.clear()
@@ -168,19 +179,21 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     for f, origin in tqdm(files, desc="screening", unit="img", disable=not progress):
         box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
         rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
-                     "threshold": thr, "cam_png": ""})
+                     "models_referring": np.nan, "threshold": thr, "cam_png": ""})
         try:
             gray = read_gray(f, roi.get("window", "minmax"))
             check_source_size(gray.shape[1], gray.shape[0], roi.get("min_source_wh", (0, 0)))
             batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"]), gray, box))
         except (ImageReadError, ValueError, OSError) as e:
             rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
-            print(f"[osteo] {f}: {rows[-1]['status']}", file=sys.stderr)
+            log.warning("%s: %s", f, rows[-1]["status"])
         if len(batch) >= batch_size:
             flush()
     flush()
     df = pd.DataFrame(rows)
     df["models"] = len(models)
+    df["model_dir"] = str(dirs[0].parent if len(dirs) > 1 else dirs[0])
+    df["provenance"] = prov
     return df
 
 
@@ -196,11 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM overlays")
     a = ap.parse_args(argv)
+    from osteo.cli import setup_logging
+
+    setup_logging()
     out = Path(a.out)
     targets = [out / "predictions.csv"] + ([out / "predictions.json"] if a.json else [])
     existing = [str(t) for t in targets if t.exists()]
     if existing and not a.force:
-        print(f"[osteo] {', '.join(existing)} exists; pass --force to overwrite", file=sys.stderr)
+        log.error("%s exists; pass --force to overwrite", ", ".join(existing))
         return 2
     df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam)
     atomic_write_csv(out / "predictions.csv", df)
@@ -208,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / "predictions.json", df.to_json(orient="records", indent=2))
     failed = int((df["status"] != "ok").sum())
     refer = int((df["decision"] == REFER).sum())
-    print(f"[osteo] {len(df) - failed} image(s) screened, {refer} to refer for DXA, {failed} failed "
-          f"(threshold {df['threshold'].iloc[0]:.3f}, {df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
-    print(f"[osteo] {DISCLAIMER}")
+    log.info(f"{len(df) - failed} image(s) screened, {refer} to refer for DXA, {failed} failed "
+             f"(threshold {df['threshold'].iloc[0]:.3f}, {df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
+    log.info(DISCLAIMER)
     return 1 if failed else 0
 
 

@@ -1,18 +1,21 @@
 """Train one model on one fold and test it once on the held-out set.
 
     python -m osteo.train                                  # one run, built-in phantoms
-    python -m osteo.train backbone=resnet50 depth=5 fold=3 model.pretrained=false
+    python -m osteo.train backbone=resnet50 depth=5 fold=3 weights=none
     python -m osteo.train +sweep=finetune_depth            # the thesis's 30-run study
-    python -m osteo.train +sweep=finetune_depth experiment=demo
+    python -m osteo.train +sweep=demo                      # the same, scaled for a CPU
 
-Each run writes config.yaml, metrics.json, predictions.csv, best.ckpt and CSV logs into its
-directory (named by its overrides). A rerun with the same config skips finished runs; a run
-that fails writes error.txt, and inside a sweep the next run goes on.
+Each run writes config.yaml, metrics.json, predictions.csv, best.safetensors and CSV logs into
+its directory: ``<sweep>/<data tag>,weights=<tag>/backbone=...,depth=N,fold=K``. A rerun with
+the same config skips finished runs; a finished run with a different config is never replaced
+unless ``overwrite=true``; a run that fails writes error.txt, and inside a sweep the next run
+goes on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import traceback
@@ -22,32 +25,66 @@ import hydra
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from osteo.config import CONF_DIR
+from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text, available_cpus
 from osteo.metrics import binary_metrics, youden_threshold
 
-# keys that do not change a run's result: ignored when deciding whether a finished run can be reused
-VOLATILE_KEYS = ("trainer.enable_progress_bar", "data.num_workers", "data.progress")
+log = logging.getLogger(__name__)
+
+# keys that do not change a run's result: ignored when deciding whether a finished run can be
+# reused, and when comparing it with a new config
+VOLATILE_KEYS = ("trainer.enable_progress_bar", "data.num_workers", "data.progress", "overwrite",
+                 "cpus", "run_dir", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath",
+                 "logger.csv.save_dir", "logger.tensorboard.save_dir", "logger.mlflow.tracking_uri")
+
+
+class RunConflictError(RuntimeError):
+    """A run directory holds a finished run made with a different config."""
 
 
 def _comparable(cfg: DictConfig) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True)
     for key in VOLATILE_KEYS:
-        node, *rest = key.split(".")
-        if rest and isinstance(c.get(node), dict):
-            c[node].pop(rest[0], None)
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return c
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
 def finished(out_dir: Path, cfg: DictConfig) -> dict | None:
-    """metrics.json of a finished run with the same config in ``out_dir``, else None."""
+    """metrics.json of a finished run with the same config in ``out_dir``; None when there is no
+    finished run (or ``cfg.overwrite`` is set). A finished run with a different config raises
+    ``RunConflictError`` naming the differences."""
     m, c = out_dir / "metrics.json", out_dir / "config.yaml"
     if not (m.exists() and c.exists()):
         return None
-    if _comparable(OmegaConf.load(c)) != _comparable(cfg):
+    old, new = _comparable(OmegaConf.load(c)), _comparable(cfg)
+    if old == new:
+        return json.loads(m.read_text())
+    if cfg.get("overwrite"):
+        log.warning("%s: replacing a finished run made with a different config (overwrite=true)", out_dir)
         return None
-    return json.loads(m.read_text())
+    diff = _differences(old, new)
+    raise RunConflictError(
+        f"{out_dir} holds a finished run made with a different config ({'; '.join(diff[:5])}"
+        f"{'; ...' if len(diff) > 5 else ''}). Pass overwrite=true to replace it, or use another "
+        "sweep_name or paths.outputs to keep both.")
 
 
 def resolve_device(cfg: DictConfig) -> tuple[str, str, bool]:
@@ -63,33 +100,30 @@ def resolve_device(cfg: DictConfig) -> tuple[str, str, bool]:
     return accel, str(precision), bool(cl)
 
 
-def make_trainer(cfg: DictConfig, out_dir: Path, accel: str, precision: str):
-    """The Lightning Trainer with best-by-val-AUC checkpointing, early stopping and CSV logs."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
+def _instantiate_group(node) -> list:
+    """Instantiate every entry of a callbacks/logger config group (null entries are skipped)."""
+    from hydra.utils import instantiate
 
-    t = OmegaConf.to_container(cfg.trainer, resolve=True)
-    t.pop("_target_", None)
-    patience = t.pop("early_stopping_patience", None)
-    tb = t.pop("tensorboard", False)
-    t.update(accelerator=accel, precision=precision)
-    callbacks = [ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_auc", mode="max",
-                                 save_top_k=1, save_weights_only=True, enable_version_counter=False)]
-    if patience:
-        callbacks.append(EarlyStopping(monitor="val_auc", mode="max", patience=int(patience)))
-    loggers = [CSVLogger(save_dir=str(out_dir), name="logs", version="")]
-    if tb:
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb", version=""))
-    return pl.Trainer(callbacks=callbacks, logger=loggers, default_root_dir=str(out_dir), **t)
+    return [instantiate(v) for v in (node or {}).values() if v is not None and "_target_" in v]
 
 
-def predict_probs(trainer, model, dm, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """(manifest row indices, probabilities of class 1) of one part of the datamodule."""
-    dm.predict_part = part
-    outs = trainer.predict(model, datamodule=dm, return_predictions=True)
+def make_trainer(cfg: DictConfig, accel: str, precision: str):
+    """The Lightning Trainer from ``cfg.trainer`` with the callbacks and loggers of the
+    ``callbacks`` and ``logger`` config groups."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        raise ValueError("the callbacks config has no ModelCheckpoint: the run needs "
+                         "callbacks.model_checkpoint to keep its best weights")
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_group(cfg.get("logger")) or False,
+                       accelerator=accel, precision=precision)
+
+
+def predict_probs(trainer, model, loader) -> tuple[np.ndarray, np.ndarray]:
+    """(manifest row indices, probabilities of class 1) over one dataloader."""
+    outs = trainer.predict(model, dataloaders=loader, return_predictions=True)
     idx = torch.cat([o["idx"] for o in outs]).numpy()
     prob = torch.cat([o["prob"] for o in outs]).numpy()
     return idx, prob
@@ -101,28 +135,36 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from osteo.checkpoints import load_state_dict, save_state_dict
     from osteo.data.roi import roi_output_hw
+    from osteo.models.module import count_parameters
+    from osteo.models.weights import parse_weights
+    from osteo.provenance import provenance
+    from osteo.runs import WEIGHTS_FILE
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.run_dir = str(out_dir)
     done = finished(out_dir, cfg)
     if done is not None:
-        print(f"[osteo] {out_dir}: finished run with the same config found, skipping")
+        log.info("%s: finished run with the same config found, skipping", out_dir)
         return done
-    for stale in ("metrics.json", "predictions.csv", "error.txt", "best.ckpt"):
+    for stale in ("metrics.json", "predictions.csv", "error.txt", WEIGHTS_FILE, "best.ckpt"):
         (out_dir / stale).unlink(missing_ok=True)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accel, precision, channels_last = resolve_device(cfg)
+    cpus = available_cpus(cfg.get("cpus", "auto"))
+    torch.set_num_threads(cpus)
 
-    dm = instantiate(cfg.data)
+    dm = instantiate(cfg.data, workers=cpus)
+    dm.prepare_data()
     dm.setup()
     input_hw = roi_output_hw(cfg.data.roi.box_xywh, cfg.data.roi.scale)
-    if cfg.model.pretrained in (False, None) or str(cfg.model.pretrained).lower() == "false":
-        print(f"[osteo] {cfg.backbone}: no pretrained weights, training from random initialisation")
+    weights = parse_weights(cfg.weights)
+    log.info("%s: %s", cfg.backbone, weights.describe())
     model = instantiate(cfg.model, input_hw=list(input_hw), channels_last=channels_last)
-    from osteo.models.module import count_parameters
-
     params = count_parameters(model)
     t0 = time.perf_counter()
     use_cache = bool(cfg.activation_cache) and not cfg.data.augment and len(model.frozen) > 0
@@ -132,22 +174,23 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         dev = "cuda" if accel == "gpu" else "cpu"
         dm.use_features(prefix_activations(model, dm.rois, dm.mean, dm.std, cfg.paths.cache,
                                            batch_size=max(int(cfg.data.batch_size), 32), device=dev,
-                                           progress=bool(cfg.trainer.enable_progress_bar)))
+                                           progress=bool(cfg.trainer.enable_progress_bar),
+                                           dtype=str(cfg.get("activation_cache_dtype", "float16"))))
     t_cache = time.perf_counter() - t0
 
-    trainer = make_trainer(cfg, out_dir, accel, precision)
+    trainer = make_trainer(cfg, accel, precision)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     t_fit = time.perf_counter() - t0
     epochs = int(trainer.current_epoch)
-    ckpt = out_dir / "best.ckpt"
-    if ckpt.exists():
-        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    best = trainer.checkpoint_callback.best_model_path
+    if best and Path(best).exists():
+        model.load_state_dict(load_state_dict(best))
+        Path(best).unlink()  # the weights live on as safetensors; no pickle is kept
+    save_state_dict(model, out_dir / WEIGHTS_FILE)
 
     t0 = time.perf_counter()
-    parts = {}
-    for part in ("val", "test"):
-        parts[part] = predict_probs(trainer, model, dm, part)
+    parts = {part: predict_probs(trainer, model, dm.loader(part)) for part in ("val", "test")}
     t_pred = time.perf_counter() - t0
     n_pred = sum(len(v[0]) for v in parts.values())
 
@@ -157,7 +200,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     thr = youden_threshold(y[vi], vp)
     metrics = {
         "run": out_dir.name, "backbone": cfg.backbone, "depth": int(cfg.depth), "fold": int(cfg.fold),
-        "pretrained": str(cfg.model.pretrained), "seed": int(cfg.seed),
+        "weights": weights.describe(), "seed": int(cfg.seed),
         "val": binary_metrics(y[vi], vp, 0.5),
         "test": binary_metrics(y[ti], tp, 0.5),
         "val_youden": binary_metrics(y[vi], vp, thr),
@@ -166,12 +209,13 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "params": params, "feature_chw": list(model.feature_chw), "input_hw": list(input_hw),
         "epochs_run": epochs, "best_val_auc": float(trainer.checkpoint_callback.best_model_score or float("nan")),
         "n_train": int(len(dm.idx["train"])), "n_val": int(len(vi)), "n_test": int(len(ti)),
-        "device": accel, "precision": precision, "channels_last": channels_last,
+        "device": accel, "precision": precision, "channels_last": channels_last, "cpus": cpus,
         "activation_cache": use_cache,
         "seconds": {"activation_cache": round(t_cache, 2), "fit": round(t_fit, 2), "predict": round(t_pred, 2)},
         "train_images_per_s": round(len(dm.idx["train"]) * max(epochs, 1) / t_fit, 2) if t_fit else None,
         "predict_images_per_s": round(n_pred / t_pred, 2) if t_pred else None,
         "manifest": str(dm.manifest_file), "splits": str(dm.split_path),
+        "provenance": provenance(accel, precision),
     }
     rows = []
     for part, (idx, prob) in parts.items():
@@ -181,8 +225,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                                   "prob": prob, "fold": int(cfg.fold)}))
     atomic_write_csv(out_dir / "predictions.csv", pd.concat(rows, ignore_index=True))
     atomic_write_json(out_dir / "metrics.json", metrics)
-    print(f"[osteo] {out_dir.name}: val AUC {metrics['val']['auc']:.3f}  test AUC "
-          f"{metrics['test']['auc']:.3f}  ({epochs} epochs, {t_fit:.0f} s)")
+    log.info("%s: val AUC %.3f  test AUC %.3f  (%d epochs, %.0f s)", out_dir.name, metrics["val"]["auc"],
+             metrics["test"]["auc"], epochs, t_fit)
     return metrics
 
 
@@ -191,20 +235,26 @@ def run(cfg: DictConfig, out_dir: str | Path, in_sweep: bool = False) -> dict | 
     is returned as None so the next run goes on, otherwise it is raised."""
     try:
         return train(cfg, out_dir)
-    except Exception:
-        atomic_write_text(Path(out_dir) / "error.txt", traceback.format_exc())
-        print(f"[osteo] run failed; traceback in {Path(out_dir) / 'error.txt'}")
+    except Exception as e:
+        if not isinstance(e, RunConflictError):  # a conflict leaves the finished run's files alone
+            atomic_write_text(Path(out_dir) / "error.txt", traceback.format_exc())
+        log.error("run failed: %s: %s%s", type(e).__name__, str(e).splitlines()[0] if str(e) else "",
+                  "" if isinstance(e, RunConflictError) else f" (traceback in {Path(out_dir) / 'error.txt'})")
         if in_sweep:
             return None
         raise
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    launcher_cpus = hc.launcher.get("cpus_per_task") if "launcher" in hc else None
+    if launcher_cpus and cfg.get("cpus", "auto") == "auto":
+        with open_dict(cfg):
+            cfg.cpus = int(launcher_cpus)  # submitit's local executor does not restrict CPUs itself
     metrics = run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
     return None if metrics is None else metrics["val"]["auc"]
 

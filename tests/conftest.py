@@ -53,7 +53,6 @@ def tiny_sweep(tmp_path_factory, phantom_dir):
         for fold in (0, 1):
             cfg = compose(tiny_overrides(root, phantom_dir / "manifest.csv", depth=depth, fold=fold,
                                          **{"data.split.n_folds": 2, "trainer.max_epochs": 6,
-                                            "model.optimizer.lr": 3e-4, "weights": "false",
-                                            "model.pretrained": "${weights}"}))
+                                            "model.optimizer.lr": 3e-4, "weights": "none"}))
             train(cfg, runs / f"backbone=vgg16_tiny,depth={depth},fold={fold}")
     return root

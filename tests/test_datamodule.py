@@ -20,13 +20,13 @@ def test_folds_batches_and_normalisation(compose_cfg, tmp_path, phantom_dir):
     assert dm.fold == 3
     assert len(dm.idx["test"]) == 60
     batch = next(iter(dm.train_dataloader()))
-    assert batch["x"].dtype == torch.uint8 and batch["x"].shape[1:] == (1, 70, 350)
-    b = dm.on_after_batch_transfer(batch, 0)
-    assert b["x"].shape[1:] == (3, 70, 350) and b["x"].dtype == torch.float32
-    # grey replicated; ImageNet mean/std of the backbone's pretrained config
-    raw = next(iter(dm.val_dataloader()))["x"]
-    x = dm.normalise(raw)
-    expect0 = (raw[:, 0].float() / 255 - 0.485) / 0.229
+    assert batch["x"].dtype == torch.float32 and batch["x"].shape[1:] == (3, 70, 350)
+    # grey replicated; ImageNet mean/std of the backbone's pretrained config (from the config)
+    assert tuple(cfg.data.mean) == (0.485, 0.456, 0.406) and tuple(cfg.data.std) == (0.229, 0.224, 0.225)
+    val = next(iter(dm.val_dataloader()))
+    x = val["x"]
+    raw = torch.from_numpy(dm.rois[val["idx"].numpy()])
+    expect0 = (raw.float() / 255 - 0.485) / 0.229
     assert torch.allclose(x[:, 0], expect0, atol=1e-5)
     assert torch.allclose((x[:, 1] * 0.224 + 0.456), (x[:, 2] * 0.225 + 0.406), atol=1e-5)
 

@@ -60,13 +60,13 @@ def test_each_bad_row_is_named_with_line_and_column(folder):
     assert "line 7 (i3.png): column 't_score' is missing" in msg
 
 
-def test_skip_bad_rows_lists_them(folder, capsys):
+def test_skip_bad_rows_lists_them(folder, caplog):
     m = write(folder, [dict(image="i0.png", patient_id="a", t_score=-3),
                        dict(image="i1.png", patient_id="b", t_score="x")])
     skipped = folder / "skipped.csv"
     df = load_manifest(m, skip_bad_rows=True, skipped_file=skipped)
     assert len(df) == 1
-    assert "line 3" in capsys.readouterr().out
+    assert "line 3" in caplog.text
     assert pd.read_csv(skipped)["line"].tolist() == [3]
 
 

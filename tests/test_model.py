@@ -26,7 +26,8 @@ def test_thesis_figure9_counts_at_depth_2():
     assert count_parameters(m) == {"total": 36_867_138, "trainable": 35_131_650, "non_trainable": 1_735_488}
 
 
-@pytest.mark.parametrize("depth", [0, 1, 3, 4, 5])
+@pytest.mark.parametrize("depth", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow),
+                                   pytest.param(4, marks=pytest.mark.slow), 5])  # the ends guard; the middle is extra
 def test_every_depth_matches_layer_arithmetic(depth):
     m = DprClassifier("vgg16", depth=depth, input_hw=(140, 700))
     assert count_parameters(m) == expected_counts(depth)
@@ -75,18 +76,56 @@ def test_local_weights_load_bit_exact(tmp_path, suffix):
     sd = {k: v.contiguous() for k, v in src.state_dict().items()}
     path = tmp_path / f"w{suffix}"
     save_file(sd, path) if suffix == ".safetensors" else torch.save(sd, path)
-    m = DprClassifier("vgg16_tiny", depth=2, pretrained=str(path), input_hw=(70, 350))
+    m = DprClassifier("vgg16_tiny", depth=2, weights=str(path), input_hw=(70, 350))
     loaded = torch.nn.Sequential(*m.frozen, *m.trainable).state_dict()
     ref = torch.nn.Sequential(*backbone_blocks(src)).state_dict()
     assert loaded.keys() == ref.keys()
     assert all(torch.equal(loaded[k], ref[k]) for k in ref)
-    fresh = DprClassifier("vgg16_tiny", depth=2, pretrained=False, input_hw=(70, 350))
+    fresh = DprClassifier("vgg16_tiny", depth=2, weights="none", input_hw=(70, 350))
     assert not torch.equal(fresh.frozen[0][0].weight, m.frozen[0][0].weight)
 
 
-def test_pretrained_true_offline_stops_with_advice(monkeypatch):
+def test_timm_weights_offline_stop_with_advice(monkeypatch, tmp_path):
+    # an empty hub cache, so the outcome does not depend on what this machine downloaded before
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PretrainedWeightsError, match="model.pretrained=/path/to/weights.safetensors"):
-        DprClassifier("vgg16", depth=2, pretrained=True, input_hw=(140, 700))
+    torch.hub.set_dir(str(tmp_path / "torch-hub"))
+    with pytest.raises(PretrainedWeightsError, match="weights=/path/to/weights.safetensors"):
+        DprClassifier("vgg16", depth=2, weights="timm", input_hw=(140, 700))
     with pytest.raises(PretrainedWeightsError, match="not found"):
-        DprClassifier("vgg16_tiny", depth=2, pretrained="/nonexistent/w.pth", input_hw=(70, 350))
+        DprClassifier("vgg16_tiny", depth=2, weights="/nonexistent/w.pth", input_hw=(70, 350))
+
+
+def test_weights_setting_is_parsed_in_one_place():
+    from osteo.models.weights import parse_weights
+
+    for v in (None, False, "false", "None", "none", "null", "", "scratch"):
+        assert parse_weights(v).kind == "none", v
+    for v in (True, "true", "timm", "ImageNet"):
+        assert parse_weights(v).kind == "timm", v
+    f = parse_weights("/data/w/vgg16.safetensors")
+    assert f.kind == "file" and f.pretrained and f.tag().startswith("vgg16-") and "/" not in f.tag()
+    assert parse_weights("/other/vgg16.safetensors").tag() != f.tag()  # same name, other file
+
+
+def test_frozen_batchnorm_statistics_do_not_move():
+    """ResNet50 (BatchNorm) at a tiny input: two training steps at depth 2 leave every frozen
+    parameter and running statistic unchanged, while the trained blocks' statistics move."""
+    torch.manual_seed(0)
+    m = DprClassifier("resnet50", depth=2, input_hw=(64, 64))
+    m.train()
+    frozen0 = {k: v.clone() for k, v in m.frozen.state_dict().items()}
+    trained0 = {k: v.clone() for k, v in m.trainable.state_dict().items() if "running_mean" in k}
+    assert any("running_mean" in k for k in frozen0)
+    opt = m.configure_optimizers()
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    assert all(torch.equal(v, frozen0[k]) for k, v in m.frozen.state_dict().items())
+    moved = [k for k, v in m.trainable.state_dict().items() if k in trained0 and not torch.equal(v, trained0[k])]
+    assert moved

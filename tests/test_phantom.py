@@ -122,3 +122,36 @@ def test_oracle_auc_at_default_difficulty_is_neither_trivial_nor_hopeless():
     assert all(0.85 <= a <= 0.95 for a in aucs), aucs
     harder = oracle_auc(sample_subjects(PhantomParams(seed=0, difficulty=2.0)))["test"]
     assert harder < min(aucs)
+
+
+def _ensure(out, q):
+    import logging
+
+    from osteo.data.phantom import ensure_phantom
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logging.getLogger("osteo").addHandler(Keep())
+    logging.getLogger("osteo").setLevel(logging.INFO)
+    ensure_phantom(out, workers=1, n=6, seed=3)
+    q.put(sum(m.startswith("generating") for m in records))
+
+
+def test_parallel_jobs_generate_the_phantom_set_once(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ensure, args=(tmp_path / "ph", q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(q.get() for _ in procs) == [0, 1]  # one generated, the other reused its files
+    assert len(list((tmp_path / "ph" / "images").glob("*.png"))) == 6
+    assert not list((tmp_path / "ph").rglob(".*.tmp"))

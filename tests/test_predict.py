@@ -1,3 +1,4 @@
+import logging
 import shutil
 
 import numpy as np
@@ -35,7 +36,14 @@ def test_fold_ensemble_is_the_mean_of_its_runs(tiny_sweep, phantom_dir, tmp_path
     e = predict(imgs, str(run_dir(tiny_sweep, 1, 0)), str(tmp_path / "e"), cams=False, progress=False)
     assert (e["models"] == 2).all()
     assert np.allclose(e["probability"], (a["probability"] + b["probability"]) / 2, atol=1e-6)
-    c = predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "c"), config="vgg16_tiny scratch (depth 1)",
+    # decisions: each model's own probability against the out-of-fold threshold, refer when at
+    # least half of the models (here 1 of 2) refer
+    thr = e["threshold"].iloc[0]
+    votes = (a["probability"] >= thr).astype(int) + (b["probability"] >= thr).astype(int)
+    assert (e["models_referring"] == votes).all()
+    assert ((votes >= 1) == (e["decision"] == REFER)).all()
+    assert e["provenance"].str.startswith("osteo 0.2").all() and "torch" in e["provenance"].iloc[0]
+    c = predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "c"), config="vgg16_tiny TF1, random init",
                 cams=False, progress=False)
     assert np.allclose(c["probability"], e["probability"])
     with pytest.raises(SystemExit, match="several configurations"):
@@ -53,7 +61,8 @@ def test_dicom_monochrome1_16bit_equals_the_png(tiny_sweep, phantom_dir, tmp_pat
     assert df["probability"].iloc[0] == pytest.approx(df["probability"].iloc[1], abs=1e-6)
 
 
-def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp_path, capsys):
+def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="osteo")
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     for i in range(3):
@@ -69,8 +78,7 @@ def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp
     assert st["corrupt.png"].startswith("error: cannot be read")
     assert "smaller" in st["small.png"]
     assert (out / "predictions.json").exists()
-    err = capsys.readouterr()
-    assert "corrupt.png" in err.err and "screening aid" in err.out
+    assert "corrupt.png" in caplog.text and "screening aid" in caplog.text  # messages go through logging
     assert main([str(folder), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam"]) == 2  # no --force
     assert main([str(folder / "sub"), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam", "--force"]) == 0
 

@@ -12,11 +12,12 @@ from osteo.config import compose
 from osteo.io import atomic_write_json
 from osteo.metrics import binary_metrics, youden_threshold
 from osteo.report.build import build_report
-from osteo.report.runs import load_runs
+from osteo.runs import load_runs
 
 
-def fabricate(root: Path, rng) -> dict:
+def fabricate(root: Path, rng, sweeps: Path | None = None) -> dict:
     """A runs directory with known predictions: 2 configurations x 3 folds, one run missing."""
+    sweeps = sweeps or root / "sweeps"
     data = root / "data"
     data.mkdir(parents=True)
     n = 90
@@ -38,10 +39,10 @@ def fabricate(root: Path, rng) -> dict:
         for fold in range(3):
             if depth == 0 and fold == 2:
                 continue  # deliberately missing
-            d = root / "sweeps" / "finetune_depth" / f"backbone=vgg16,depth={depth},fold={fold}"
+            d = sweeps / "finetune_depth" / root.name / f"backbone=vgg16,depth={depth},fold={fold}"
             d.mkdir(parents=True)
             cfg = compose([f"depth={depth}", f"fold={fold}", "data.split.n_folds=3", "weights=/w.pth",
-                           "model.pretrained=${weights}", f"data.manifest={data / 'manifest.csv'}"])
+                           f"data.manifest={data / 'manifest.csv'}", f"run_dir='{d}'"])
             (d / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             preds = []
             for part, role in (("val", "val"), ("test", "test")):
@@ -68,9 +69,9 @@ def test_report_from_fabricated_runs_reproduces_known_figures(tmp_path):
     rcfg = compose([], config_name="report").report
     rcfg.gradcam.enabled = False
     s = build_report(tmp_path / "sweeps", tmp_path / "report", rcfg, "python -m osteo.report")
-    tf2 = s["configs"]["vgg16-TF2"]
-    tf0 = s["configs"]["vgg16-TF0"]
-    for label, depth, folds in (("vgg16-TF2", 2, [0, 1, 2]), ("vgg16-TF0", 0, [0, 1])):
+    tf2 = s["configs"]["vgg16 TF2, w"]
+    tf0 = s["configs"]["vgg16 TF0, w"]
+    for label, depth, folds in (("vgg16 TF2, w", 2, [0, 1, 2]), ("vgg16 TF0, w", 0, [0, 1])):
         c = s["configs"][label]
         for k in ("auc", "sensitivity", "specificity", "accuracy"):
             assert c[f"{k}_mean"] == pytest.approx(np.mean([known[(depth, f)][0]["test"][k] for f in folds]), abs=1e-12)
@@ -78,8 +79,8 @@ def test_report_from_fabricated_runs_reproduces_known_figures(tmp_path):
         assert c["ens_auc"] == pytest.approx(roc_auc_score(ens["y"], ens["p"]), abs=1e-12)
         assert c["ens_lo"] < c["ens_auc"] < c["ens_hi"]
     assert tf2["trainable"] == 52 and tf0["folds"] == 2
-    assert s["best"] == "vgg16-TF2"  # higher validation AUC by construction
-    assert any(p["status"] == "missing" and "TF0 fold 2" in p["run"] for p in s["missing"])
+    assert s["best"] == "vgg16 TF2, w"  # higher validation AUC by construction
+    assert any(p["status"] == "missing" and "TF0, w fold 2" in p["run"] for p in s["missing"])
     assert "age + sex (logistic regression)" in s["configs"]
     assert s["configs"]["age + sex (logistic regression)"]["ens_auc"] == pytest.approx(1.0)  # age separates perfectly here
     page = (tmp_path / "report" / "index.html").read_text()
@@ -88,9 +89,9 @@ def test_report_from_fabricated_runs_reproduces_known_figures(tmp_path):
     for f in ("table1.csv", "table2.csv", "paired_tests.csv", "missing_runs.csv"):
         assert (tmp_path / "report" / f).exists()
     paired = pd.read_csv(tmp_path / "report" / "paired_tests.csv")
-    assert set(paired["configuration"]) == {"vgg16-TF0", "age + sex (logistic regression)"}
+    assert set(paired["configuration"]) == {"vgg16 TF0, w", "age + sex (logistic regression)"}
     assert (paired["p (Holm)"] >= paired["p"]).all()
-    assert "TF0 fold 2" in page and "python -m osteo.report" in page
+    assert "TF0, w fold 2" in page and "python -m osteo.report" in page
 
 
 def test_report_on_real_runs_with_gradcam(tiny_sweep):
@@ -98,7 +99,7 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
     rcfg.gradcam.max_images = 12
     out = tiny_sweep / "report"
     s = build_report(tiny_sweep / "sweeps", out, rcfg, "python -m osteo.report")
-    assert set(s["configs"]) >= {"vgg16_tiny scratch", "vgg16_tiny scratch (depth 1)"}
+    assert set(s["configs"]) >= {"vgg16_tiny TF5, random init", "vgg16_tiny TF1, random init"}
     assert len(s["gradcam"]) == 4 and all((out / f).exists() for f in s["gradcam"])
     band = pd.read_csv(out / "gradcam_border_band.csv")
     assert len(band) == 2 and np.isfinite(band.filter(like="mean").to_numpy()).all()
@@ -107,3 +108,92 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
         assert (out / ref).exists(), ref
     runs, _, problems = load_runs(tiny_sweep / "sweeps")
     assert len(runs) == 4 and not problems
+
+
+def test_thresholds_apply_to_the_kind_of_score_they_were_chosen_on():
+    """Averaging fold models shrinks probabilities: a threshold chosen on single-model
+    out-of-fold scores is applied to each model's own score (vote), never to the mean."""
+    from osteo.report.tables import operating_points
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    # three fold models; the positives' mean probability sits below the threshold 0.6,
+    # although two of three models put every positive above it
+    probs = np.array([[0.65, 0.65, 0.65, 0.65, 0.1, 0.1, 0.1, 0.1],
+                      [0.62, 0.62, 0.62, 0.62, 0.1, 0.1, 0.1, 0.1],
+                      [0.20, 0.20, 0.20, 0.20, 0.1, 0.1, 0.1, 0.1]])
+    y_oof = np.array([1, 1, 0, 0])
+    p_oof = np.array([0.6, 0.9, 0.1, 0.2])  # Youden threshold and 90%-sensitivity threshold: 0.6
+    op = operating_points(y, probs, y_oof, p_oof, 0.9)
+    assert op["thr_sens90"] == pytest.approx(0.6)
+    assert op["sens_at_sens90"] == 1.0            # the vote: 2 of 3 models refer every positive
+    assert op["sens_at_sens90_meanprob"] == 0.0   # the old rule: mean 0.49 < 0.6 refers none
+    assert op["ens_auc"] == pytest.approx(roc_auc_score(y, probs.mean(0)))
+
+
+def test_baseline_imputes_missing_ages_from_training_rows_only():
+    from osteo.report.tables import clinical_baseline
+
+    rng = np.random.default_rng(1)
+    n = 60
+    label = np.array([0, 1] * (n // 2))
+    part = np.array(["test"] * 20 + [str((k // 2) % 2) for k in range(n - 20)], dtype=object)
+    age = 55 + 10 * label + rng.normal(0, 3, n)
+    age[20:30] = np.nan                       # missing ages among training/validation rows
+    age[:20] = 120.0                          # extreme test ages: would move an imputation that saw them
+    df = pd.DataFrame({"image_rel": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                       "label": label, "sex": np.where(np.arange(n) % 3, "F", "M"), "age": age})
+    splits = pd.DataFrame({"image": df["image_rel"], "part": part})
+    for k in range(2):
+        splits[f"role_fold{k}"] = np.where(part == "test", "test", np.where(part == str(k), "val", "train"))
+    s, pred, note = clinical_baseline(df, splits, 2)
+    assert "10 missing age(s) filled with the training part's mean age" in note
+    from sklearn.linear_model import LogisticRegression
+
+    female = (df["sex"] == "F").astype(float).to_numpy()
+    expect = []
+    for k in range(2):
+        tr = (splits[f"role_fold{k}"] == "train").to_numpy()
+        a = pd.Series(age).fillna(pd.Series(age)[tr].mean()).to_numpy()
+        X = np.column_stack([a, female])
+        expect.append(LogisticRegression(max_iter=1000).fit(X[tr], label[tr]).predict_proba(X[part == "test"])[:, 1])
+    assert np.allclose(pred["prob"].to_numpy(), np.mean(expect, axis=0), atol=1e-12)
+
+
+def test_runs_of_different_data_sets_are_reported_apart(tmp_path):
+    sweeps = tmp_path / "sweeps"
+    fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
+    fabricate(tmp_path / "two", np.random.default_rng(1), sweeps)
+    rcfg = compose([], config_name="report").report
+    rcfg.gradcam.enabled = False
+    s = build_report(sweeps, tmp_path / "report", rcfg, "python -m osteo.report")
+    assert [r["name"] for r in s["reports"]] == ["data-1", "data-2"]
+    manifests = {r["manifest"] for r in s["reports"]}
+    assert manifests == {str(tmp_path / "one" / "data" / "manifest.csv"), str(tmp_path / "two" / "data" / "manifest.csv")}
+    for name in ("data-1", "data-2"):
+        sub = s["by_data"][name]
+        assert sub["configs"]["vgg16 TF2, w"]["folds"] == 3  # not 6: the data sets are not merged
+        assert (tmp_path / "report" / name / "index.html").exists()
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert 'href="data-1/index.html"' in index and 'href="data-2/index.html"' in index
+
+
+def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path):
+    fabricate(tmp_path, np.random.default_rng(0))
+    rcfg = compose([], config_name="report").report
+    rcfg.gradcam.enabled = False
+    build_report(tmp_path / "sweeps", tmp_path / "report", rcfg, "python -m osteo.report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    for anchor in ("methods", "table1", "table2", "paired", "figures", "gradcam", "missing"):
+        assert f'href="#{anchor}"' in page and f'id="{anchor}"' in page
+    numbers = [int(n) for n in re.findall(r"<b>Figure (\d+)\.", page)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 4
+    assert "Decision rule." in page and "not recorded" in page  # fabricated runs carry no provenance
+    sizes = {Image.open(tmp_path / "report" / f).size for f in ("roc.png", "pr.png", "auc_vs_params.png",
+                                                                  "reliability.png")}
+    assert len(sizes) == 1  # every plot drawn at the same size
+    # --self-contained: one file, every figure embedded
+    rcfg.self_contained = True
+    build_report(tmp_path / "sweeps", tmp_path / "single", rcfg, "python -m osteo.report")
+    single = (tmp_path / "single" / "index.html").read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', single)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)

@@ -28,8 +28,12 @@ def test_splits_are_patient_disjoint_and_test_is_fixed(multi):
         tr, va = set(sp.loc[roles == "train", "patient_id"]), set(sp.loc[roles == "val", "patient_id"])
         assert not (tr & va) and not (tr & test) and not (va & test)
         assert set(sp.loc[roles == "test", "image"]) == set(sp.loc[sp["part"] == "test", "image"])
-    # every non-test image validates exactly once
-    assert (sp.loc[sp["part"] != "test", "part"].value_counts() > 0).all()
+    # every non-test image validates exactly once: in its own part's fold, and in no other fold
+    rest = sp[sp["part"] != "test"]
+    val_roles = rest[[f"role_fold{k}" for k in range(5)]].eq("val")
+    assert (val_roles.sum(axis=1) == 1).all()
+    assert all(val_roles.loc[i, f"role_fold{int(p)}"] for i, p in rest["part"].items())
+    assert set(rest["part"]) == {str(k) for k in range(5)}
     counts = sp[sp["part"] == "test"]["label"].value_counts()
     if not multi:
         assert counts[0] == 40 and counts[1] == 40

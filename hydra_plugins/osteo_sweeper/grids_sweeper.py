@@ -1,8 +1,10 @@
 """A Hydra sweeper that runs the union of several grids (each a cartesian product).
 
 Each grid maps override keys to values in Hydra's sweep syntax (``a,b``, ``range(0,5)``).
-Command-line overrides apply to every grid and replace a grid's value for the same key
-(``depth=0,1`` narrows a sweep).
+Command-line overrides apply to every grid and replace a grid's swept values for the same key
+(``depth=0,1`` narrows a sweep). A value a grid fixes (one value, e.g. the scratch grid's
+``weights: none``) is part of that grid's definition and stays: ``weights=/path`` on the command
+line then reaches only the grids that do not fix ``weights``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class GridsSweeper(Sweeper):
         cli_keys = {o.get_key_element() for o in cli}
         jobs: list[list[str]] = []
         for grid in self.grids or [{}]:
-            own = [f"{k}={_fmt(v)}" for k, v in grid.items() if k not in cli_keys]
+            own = parser.parse_overrides([f"{k}={_fmt(v)}" for k, v in grid.items()])
+            fixed = {o.get_key_element() for o in own if not o.is_sweep_override()}
+            own = [o for o in own if o.get_key_element() in fixed or o.get_key_element() not in cli_keys]
             axes = []
-            for o in parser.parse_overrides(own) + list(cli):
+            for o in own + [o for o in cli if o.get_key_element() not in fixed]:
                 key = o.get_key_element()
                 if o.is_sweep_override():
                     axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from osteo.data.images import ImageReadError, image_size, read_gray
 from osteo.data.roi import check_source_size, extract_roi
-from osteo.io import atomic_save_npy, atomic_write_text
+from osteo.io import atomic_save_npy, atomic_write_text, available_cpus, file_lock
 
 CACHE_VERSION = 1
 # ROIs already loaded in this process, by (cache dir, settings, digests, boxes): the runs of a
@@ -91,6 +91,28 @@ def _build_one(args) -> tuple[str, str | None]:
     return out, None
 
 
+def _build_many(todo: list, num_workers: int | None, progress: bool) -> dict[str, str]:
+    """Build the cache files of ``todo`` with up to ``num_workers`` processes (default: the
+    CPUs this job may use); returns {cache file: reason} for the images that failed."""
+    errors: dict[str, str] = {}
+    workers = min(num_workers or available_cpus(), max(len(todo), 1))
+    with tqdm(total=len(todo), desc="ROI cache", unit="img", disable=not progress) as bar:
+        if workers > 1 and len(todo) > 4:
+            with ProcessPoolExecutor(workers) as ex:
+                results = ex.map(_build_one, todo, chunksize=4)
+                for out, err in results:
+                    if err:
+                        errors[out] = err
+                    bar.update()
+        else:
+            for t in todo:
+                out, err = _build_one(t)
+                if err:
+                    errors[out] = err
+                bar.update()
+    return errors
+
+
 def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | None = None,
                     progress: bool = True) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
     """Return the ROIs of every manifest row as uint8 (N, h, w) and the rows that failed.
@@ -121,21 +143,9 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
             todo.append((p, str(out), dict(roi), box))
     errors = {}
     if todo:
-        workers = num_workers or min(len(todo), os.cpu_count() or 1)
-        bar = tqdm(total=len(todo), desc="ROI cache", unit="img", disable=not progress)
-        if workers > 1 and len(todo) > 4:
-            with ProcessPoolExecutor(workers) as ex:
-                for out, err in ex.map(_build_one, todo, chunksize=4):
-                    if err:
-                        errors[out] = err
-                    bar.update()
-        else:
-            for t in todo:
-                out, err = _build_one(t)
-                if err:
-                    errors[out] = err
-                bar.update()
-        bar.close()
+        with file_lock(cache_dir / "roi" / f"{skey}.lock"):  # parallel jobs build each file once
+            todo = [t for t in todo if not Path(t[1]).exists()]
+            errors = _build_many(todo, num_workers, progress)
     from osteo.data.roi import roi_output_hw
 
     h, w = roi_output_hw(roi["box_xywh"], roi.get("scale", 1.0))

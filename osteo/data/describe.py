@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         raise SystemExit(0 if argv else 2)
+    from osteo.cli import setup_logging
     from osteo.config import compose
     from osteo.data.manifest import load_manifest
+
+    setup_logging()
 
     cfg = compose(argv[1:])
     lab = cfg.data.label

@@ -8,10 +8,13 @@ Any other columns (for example the phantom's ground truth) are kept as they are.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 KNOWN_COLUMNS = {"image", "patient_id", "t_score", "label", "sex", "age", "dxa_site", "roi_x0", "roi_y0"}
 SEX_CODES = {"f": "F", "female": "F", "w": "F", "woman": "F",
@@ -44,7 +47,7 @@ def handle_bad_rows(path: Path, bad: list[tuple[int, str, str]], skip: bool,
     if not skip:
         raise ManifestError(f"{path}: {len(bad)} {what}:\n{listing}\n"
                             "Fix them, or pass data.skip_bad_rows=true to skip and list them.")
-    print(f"[osteo] skipping {len(bad)} {what}:\n{listing}")
+    log.warning("skipping %d %s:\n%s", len(bad), what, listing)
     if skipped_file is not None:
         from osteo.io import atomic_write_csv
 
@@ -52,7 +55,7 @@ def handle_bad_rows(path: Path, bad: list[tuple[int, str, str]], skip: bool,
         if append and Path(skipped_file).exists():
             new = pd.concat([pd.read_csv(skipped_file), new], ignore_index=True)
         atomic_write_csv(skipped_file, new)
-        print(f"[osteo] skipped rows listed in {skipped_file}")
+        log.warning("skipped rows listed in %s", skipped_file)
 
 
 def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = True,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from osteo.io import atomic_write_csv, atomic_write_json
+from osteo.io import atomic_save_image, atomic_write_csv, atomic_write_json, available_cpus, file_lock
+
+log = logging.getLogger(__name__)
 
 WORK_WH = (1200, 630)  # the frame phantoms are drawn in: the thesis's resize target (W x H)
 
@@ -121,6 +123,22 @@ def border_y(x: np.ndarray, row) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- rendering
+
+def roi_border_rows(row, roi, box_xywh) -> np.ndarray:
+    """Row of the true inferior border in ROI pixels for each ROI column of a phantom.
+
+    ``row`` holds the phantom's border columns, width and height (original pixels); ``roi``
+    the ROI settings (resize_wh, scale); ``box_xywh`` the box in resized pixels.
+    Returns float [w * scale].
+    """
+    x0, y0, w, h = box_xywh
+    W, H = roi["resize_wh"]
+    scale = roi.get("scale", 1.0)
+    ow = int(round(w * scale))
+    u = x0 + (np.arange(ow) + 0.5) / scale  # resized-frame column of each ROI column centre
+    y = border_y(u * row["width"] / W, row) * H / row["height"]
+    return (y - y0) * scale
+
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(a, (0, 0), sigma) if sigma > 0 else a
@@ -229,7 +247,7 @@ def render(row: dict, p: PhantomParams) -> np.ndarray:
 
 def _render_to_file(args) -> str:
     row, p, path = args
-    Image.fromarray(render(row, p)).save(path, compress_level=1)
+    atomic_save_image(path, Image.fromarray(render(row, p)), compress_level=1)
     return path
 
 
@@ -269,7 +287,7 @@ def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int |
     subjects = sample_subjects(p)
     subjects.insert(0, "image", [f"images/dpr_{i:04d}.png" for i in range(len(subjects))])
     jobs = [(r, p, str(out / r["image"])) for r in subjects.to_dict("records")]
-    workers = workers or min(os.cpu_count() or 1, 8)
+    workers = workers or min(available_cpus(), 8)
     with tqdm(total=len(jobs), desc="phantoms", unit="img", disable=not progress) as bar:
         if workers > 1 and len(jobs) > 2:
             with ProcessPoolExecutor(workers) as ex:
@@ -280,11 +298,11 @@ def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int |
                 _render_to_file(j)
                 bar.update()
     manifest = atomic_write_csv(out / "manifest.csv", subjects)
+    contact_sheet(subjects, out, out / "contact_sheet.png")
     summary = {"params": asdict(p), "oracle_auc": oracle_auc(subjects),
                "seconds": round(time.perf_counter() - t0, 1), "workers": workers,
                "class_stats": class_stats(subjects)}
-    atomic_write_json(out / "phantom.json", summary)
-    contact_sheet(subjects, out, out / "contact_sheet.png")
+    atomic_write_json(out / "phantom.json", summary)  # last: marks the set complete
     return manifest
 
 
@@ -325,20 +343,31 @@ def contact_sheet(subjects: pd.DataFrame, root: Path, out: Path, per_class: int 
     sheet = Image.new("L", (cols * tile_w, rows * th), 30)
     for i, t in enumerate(tiles):
         sheet.paste(t, ((i % cols) * tile_w, (i // cols) * th))
-    sheet.save(out)
+    atomic_save_image(out, sheet)
     return out
 
 
-def ensure_phantom(out_dir: str | Path, **params) -> Path:
-    """Generate the phantom set in ``out_dir`` unless one with the same parameters is there."""
+def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) -> Path:
+    """Generate the phantom set in ``out_dir`` unless one with the same parameters is there.
+
+    Parallel jobs wait on one lock: the first generates, the others reuse its files (every
+    file is written atomically, and phantom.json, written last, marks the set complete).
+    """
     p = PhantomParams(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()})
     out = Path(out_dir)
     info = out / "phantom.json"
-    if (out / "manifest.csv").exists() and info.exists():
-        if json.loads(info.read_text()).get("params") == json.loads(json.dumps(asdict(p))):
+
+    def complete() -> bool:
+        return ((out / "manifest.csv").exists() and info.exists()
+                and json.loads(info.read_text()).get("params") == json.loads(json.dumps(asdict(p))))
+
+    if complete():
+        return out / "manifest.csv"
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if complete():
             return out / "manifest.csv"
-    print(f"[osteo] generating {p.n} phantom DPRs (seed {p.seed}) in {out} ...")
-    return generate(out, p)
+        log.info("generating %d phantom DPRs (seed %d) in %s ...", p.n, p.seed, out)
+        return generate(out, p, workers=workers)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,16 +381,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="0: one device (default); 1: multi-device spread of real DPRs")
     ap.add_argument("--workers", type=int, default=None)
     a = ap.parse_args(argv)
+    from osteo.cli import setup_logging
+
+    setup_logging()
     p = PhantomParams(n=a.n, seed=a.seed, difficulty=a.difficulty, framing_spread=a.framing_spread)
     manifest = generate(a.out, p, workers=a.workers)
     info = json.loads((Path(a.out) / "phantom.json").read_text())
-    print(f"wrote {p.n} phantoms and {manifest} in {info['seconds']} s ({info['workers']} workers)")
-    print(f"oracle AUC (true cortical width as score): test split {info['oracle_auc']['test']:.3f} "
-          f"(n={info['oracle_auc']['n_test']}), all {info['oracle_auc']['all']:.3f}")
+    log.info(f"wrote {p.n} phantoms and {manifest} in {info['seconds']} s ({info['workers']} workers)")
+    log.info(f"oracle AUC (true cortical width as score): test split {info['oracle_auc']['test']:.3f} "
+             f"(n={info['oracle_auc']['n_test']}), all {info['oracle_auc']['all']:.3f}")
     for y, st in info["class_stats"].items():
-        print(f"  class {y}: n={st['n']} F/M={st['female']}/{st['male']} age {st['age_mean']:.1f} +- "
-              f"{st['age_sd']:.1f} cortex {st['cw_mean']:.2f} +- {st['cw_sd']:.2f} mm")
-    print(f"contact sheet: {Path(a.out) / 'contact_sheet.png'}")
+        log.info(f"  class {y}: n={st['n']} F/M={st['female']}/{st['male']} age {st['age_mean']:.1f} +- "
+                 f"{st['age_sd']:.1f} cortex {st['cw_mean']:.2f} +- {st['cw_sd']:.2f} mm")
+    log.info(f"contact sheet: {Path(a.out) / 'contact_sheet.png'}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+log = logging.getLogger(__name__)
 
 
 def roi_sheet(rois: np.ndarray, captions: list[str], cols: int = 2) -> Image.Image:
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="outputs/roi_sheet.png")
     ap.add_argument("--n", type=int, default=16, help="number of ROIs (half per class)")
     a, overrides = ap.parse_known_args(argv)  # the rest: Hydra overrides, e.g. data.roi.scale=0.5
+    from osteo.cli import setup_logging
+
+    setup_logging()
     from osteo.config import compose
     from osteo.data.cache import build_roi_cache
     from osteo.data.manifest import load_manifest
@@ -43,12 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = df.iloc[pick].reset_index(drop=True)
     rois, bad = build_roi_cache(sub, d.roi, cfg.paths.cache)
     for line, img, why in bad:
-        print(f"line {line} ({img}): {why}")
+        log.warning("line %s (%s): %s", line, img, why)
     caps = [f"{'OSTEOPOROSIS' if r.label else 'normal'}  T={r.t_score}  {Path(r.image).name}"
             for r in sub.itertuples()]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     roi_sheet(rois, caps).save(a.out)
-    print(f"wrote {a.out} ({len(sub)} ROIs of {rois.shape[2]}x{rois.shape[1]} px, W x H)")
+    log.info("wrote %s (%d ROIs of %dx%d px, W x H)", a.out, len(sub), rois.shape[2], rois.shape[1])
 
 
 if __name__ == "__main__":

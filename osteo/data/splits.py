@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from osteo.io import atomic_write_csv
+from osteo.io import atomic_write_csv, file_lock
 
 
 class SplitError(ValueError):
@@ -77,7 +77,9 @@ def split_file(df: pd.DataFrame, out_dir: str | Path, seed: int, test_per_class:
     key = hashlib.sha1(f"{content}|{seed}|{test_per_class}|{test_fraction}|{n_folds}".encode()).hexdigest()[:12]
     path = Path(out_dir) / f"splits-{key}.csv"
     if not path.exists():
-        atomic_write_csv(path, make_splits(df, seed, test_per_class, test_fraction, n_folds))
+        with file_lock(path.with_suffix(".lock")):  # parallel jobs: one writes, the others read
+            if not path.exists():
+                atomic_write_csv(path, make_splits(df, seed, test_per_class, test_fraction, n_folds))
     return path
 
 

@@ -9,42 +9,51 @@ run of top-level children up to the one holding that stage's feature module.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import timm
 import torch
 from torch import nn
 
 import osteo.models  # noqa: F401  (registers the small VGGs)
+from osteo.models.weights import parse_weights
 
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights were asked for and cannot be had; never falls back to random init."""
 
 
-def create_timm_model(name: str, pretrained: bool | str | os.PathLike = False) -> nn.Module:
-    """Create a timm model with random init (``False``), timm's weights (``True``) or a local
-    .pth/.safetensors file (a path), loaded through timm's ``pretrained_cfg_overlay``."""
-    if pretrained in (False, None, "false", "False", ""):
+def create_timm_model(name: str, weights: object = None) -> nn.Module:
+    """Create a timm model with the weights that ``weights`` names (see ``parse_weights``):
+    random init, timm's download, or a local .pth/.safetensors file loaded through timm's
+    ``pretrained_cfg_overlay``."""
+    spec = parse_weights(weights)
+    if spec.kind == "none":
         return timm.create_model(name, pretrained=False)
-    if pretrained is True or str(pretrained).lower() == "true":
+    if spec.kind == "timm":
         cfg = timm.get_pretrained_cfg(name)
         if cfg is None or not (cfg.url or cfg.hf_hub_id or cfg.file):
             raise PretrainedWeightsError(f"timm has no pretrained weights for {name!r}; pass "
-                                         "model.pretrained=/path/to/weights.safetensors or false")
+                                         "weights=/path/to/weights.safetensors or weights=none")
         try:
             return timm.create_model(name, pretrained=True)
         except Exception as e:  # noqa: BLE001 - any download failure
             raise PretrainedWeightsError(
                 f"could not download pretrained weights for {name!r} ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200]}). This machine may be offline: pass a local "
-                "file with model.pretrained=/path/to/weights.safetensors (or .pth), or train "
-                "from scratch with model.pretrained=false.") from e
-    path = Path(str(pretrained)).expanduser().resolve()
-    if not path.is_file():
-        raise PretrainedWeightsError(f"pretrained weights file {path} not found")
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+                "file with weights=/path/to/weights.safetensors (or .pth), or train "
+                "from scratch with weights=none.") from e
+    if not spec.path.is_file():
+        raise PretrainedWeightsError(f"weights file {spec.path} not found: pass an existing "
+                                     ".pth/.safetensors file, weights=timm or weights=none")
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(spec.path)))
+
+
+def normalisation(backbone: str, weights: object = None) -> tuple[tuple, tuple]:
+    """Per-channel input mean and std (0..1 scale) for ``backbone`` with ``weights``: the
+    backbone's timm pretrained config's, or 0.5/0.5 for a model timm has no config for."""
+    cfg = timm.get_pretrained_cfg(backbone)
+    if cfg is None:
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return tuple(cfg.mean), tuple(cfg.std)
 
 
 def _vgg_blocks(model: nn.Module) -> list[nn.Sequential]:

@@ -29,7 +29,7 @@ class DprClassifier(pl.LightningModule):
     float [B, 3, H, W] with ``input_hw`` = (H, W) pixels; outputs are two logits.
     """
 
-    def __init__(self, backbone: str = "vgg16", depth: int = 2, pretrained: bool | str = False,
+    def __init__(self, backbone: str = "vgg16", depth: int = 2, weights: object = None,
                  input_hw: Sequence[int] = (140, 700), pool: str = "auto",
                  head: Mapping | None = None, optimizer=None,
                  class_weights: Sequence[float] | None = None, channels_last: bool = False):
@@ -38,7 +38,7 @@ class DprClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         if not 0 <= int(depth) <= 5:
             raise ValueError(f"depth must be 0..5 (number of trainable blocks), got {depth}")
-        model = create_timm_model(backbone, pretrained)
+        model = create_timm_model(backbone, weights)
         blocks = backbone_blocks(model)
         n_frozen = 5 - int(depth)
         self.frozen = nn.Sequential(*blocks[:n_frozen])

@@ -1,23 +1,41 @@
-"""python -m osteo.report [experiment=demo] [report.runs_dir=...]: rebuild outputs/report."""
+"""python -m osteo.report [experiment=demo] [report.runs_dir=...] [--self-contained]: rebuild
+outputs/report from the run files.
+
+``--self-contained`` (or ``report.self_contained=true``) writes one HTML file with every
+figure embedded, to attach to an email.
+"""
 
 from __future__ import annotations
+
+import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from osteo.config import CONF_DIR
 
-@hydra.main(config_path="../../conf", config_name="report", version_base="1.3")
+log = logging.getLogger("osteo.report")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from osteo.report.build import build_report, command_line
 
     s = build_report(cfg.report.runs_dir, cfg.report.out_dir, cfg.report, command_line())
-    print(f"[osteo] report: {cfg.report.out_dir}/index.html ({len(s['configs'])} configurations, "
-          f"{len(s['missing'])} missing/failed runs listed)")
+    log.info("report: %s/index.html (%d configurations, %d missing/failed runs listed)", cfg.report.out_dir,
+             len(s["configs"]), len(s["missing"]))
     if s.get("best"):
         b = s["configs"][s["best"]]
-        print(f"[osteo] best by validation AUC: {s['best']}: ensemble test AUC {b['ens_auc']:.3f} "
-              f"[{b['ens_lo']:.3f}, {b['ens_hi']:.3f}]")
+        log.info("best by validation AUC: %s: ensemble test AUC %.3f [%.3f, %.3f]", s["best"], b["ens_auc"],
+                 b["ens_lo"], b["ens_hi"])
+
+
+def _translate_flags(argv: list[str]) -> list[str]:
+    """Hydra takes overrides only: ``--self-contained`` becomes ``report.self_contained=true``."""
+    return [("report.self_contained=true" if a == "--self-contained" else a) for a in argv]
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0]] + _translate_flags(sys.argv[1:])
     main()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -15,9 +18,18 @@ from tqdm.auto import tqdm
 
 from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from osteo.report import figures
-from osteo.report.runs import ensemble, load_runs
 from osteo.report.tables import clinical_baseline, config_summary, paired_comparisons, table2
+from osteo.runs import ensemble, load_runs
 
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DECISION_RULE = ("A threshold is chosen on the pooled out-of-fold validation predictions (each one fold "
+                 "model's probability for an image it never trained on) and applied to the same kind of "
+                 "score: each fold model's own probability. A fold ensemble refers an image when at least "
+                 "half of its models refer it. The ensemble's AUC uses the mean probability. (Applying the "
+                 "threshold to the mean probability would mix kinds of score: averaging shrinks "
+                 "probabilities, so a '90% sensitivity' threshold drifts; table2_raw.csv keeps that "
+                 "figure as sens_at_sens90_meanprob.)")
 BASELINE = "age + sex (logistic regression)"
 
 
@@ -37,9 +49,10 @@ def _cases(test: pd.DataFrame, thr: float, per_kind: int) -> dict[str, pd.DataFr
     pos = test["prob"] >= thr
     y = test["label"] == 1
     kinds = {"TP": pos & y, "TN": ~pos & ~y, "FP": pos & ~y, "FN": ~pos & y}
-    # the most confident cases of each kind
-    return {k: test[m].assign(conf=(test["prob"] - thr).abs()).sort_values("conf", ascending=False).head(per_kind)
-            for k, m in kinds.items()}
+    # the most confident cases of each kind; confidence is computed on the subset itself (an empty
+    # kind must stay empty: assigning the full column to an empty frame would add NaN rows)
+    return {k: test[m].assign(conf=lambda s: (s["prob"] - thr).abs()).sort_values("conf", ascending=False)
+            .head(per_kind) for k, m in kinds.items()}
 
 
 def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr: float,
@@ -47,7 +60,8 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     """Galleries for the best configuration and, on phantoms, the border-band statistic."""
     from osteo.checkpoints import load_datamodule, load_model
     from osteo.data.cache import image_boxes
-    from osteo.gradcam import border_band_ratio, grad_cams, roi_border_rows
+    from osteo.data.phantom import roi_border_rows
+    from osteo.gradcam import border_band_ratio, grad_cams
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run = _best_fold(runs[runs["config"] == best])
@@ -58,18 +72,22 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
 
     def cams_for(mdl, images):
-        idx = np.array([pos_of[i] for i in images])
+        idx = np.array([pos_of[i] for i in images], dtype=np.int64)  # may be empty: a kind with no case
         x = dm.normalise(torch.from_numpy(dm.rois[idx])[:, None]).to(device)
         out_ = [grad_cams(mdl, x[s:s + 8]) for s in range(0, len(x), 8)]
         return dm.rois[idx], np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
 
     files = []
+    names = {"TP": "true positives", "TN": "true negatives", "FP": "false positives", "FN": "false negatives"}
     for kind, sub in _cases(ens_best, thr, int(rcfg.gradcam.per_kind)).items():
         rois, cams = cams_for(model, list(sub["image"]))
         caps = [f"{kind}  p={p:.2f}  label={int(y)}  {img}" for p, y, img in zip(sub["prob"], sub["label"], sub["image"])]
         f = figures.cam_gallery(rois, cams, caps, out / f"gradcam_{kind}.png",
                                 f"Grad-CAM, {run['config']} (fold {run['fold']}): {kind}")
-        files.append(f.name)
+        files.append({"file": f.name, "title": f"Grad-CAM of {names[kind]} ({kind}), {run['config']}",
+                      "caption": f"Left: the ROI the network sees; right: Grad-CAM for the predicted class "
+                                 f"over it. The {len(sub)} most confident {names[kind]} of the fold ensemble "
+                                 f"at the validation-chosen threshold."})
     note = (f"Grad-CAM of the fold-{run['fold']} model of {run['config']} (its best validation AUC), on the "
             "ReLU after the last convolution of the last block, for the predicted class; cases are the most "
             "confident of each kind at the validation-chosen threshold of the fold ensemble.")
@@ -101,7 +119,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     return files, band, note
 
 
-def methods_text(cfg: DictConfig, runs: pd.DataFrame, command: str) -> str:
+def methods_text(cfg: DictConfig, runs: pd.DataFrame) -> str:
     """A short methods paragraph generated from a run's config."""
     d = cfg.data
     data = (f"the manifest {d.manifest}" if d.manifest else
@@ -110,16 +128,28 @@ def methods_text(cfg: DictConfig, runs: pd.DataFrame, command: str) -> str:
     split = (f"{d.split.test_per_class} test images per class" if d.split.test_per_class is not None
              else f"a stratified {d.split.test_fraction:.0%} test set")
     rule = f"T-score {'<=' if d.label.inclusive else '<'} {d.label.threshold}"
+    patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
+    stopping = f"early stopping on validation AUC (patience {patience})" if patience else "no early stopping"
     return (f"Data: {data}; osteoporosis when {rule}. Each DPR was resized bilinearly to "
             f"{d.roi.resize_wh[0]}x{d.roi.resize_wh[1]} (W x H) and the ROI box (x0, y0, w, h) = "
             f"{tuple(d.roi.box_xywh)} cropped" + (f" and scaled by {d.roi.scale}" if d.roi.scale != 1 else "") +
             f". Split (seed {d.split.seed}, patient-level): {split} held out, then {d.split.n_folds}-fold "
             f"stratified group cross-validation of the rest. Training: {cfg.model.optimizer._target_.split('.')[-1]} "
-            f"lr {cfg.model.optimizer.lr}, batch {d.batch_size}, up to {cfg.trainer.max_epochs} epochs with early "
-            f"stopping on validation AUC (patience {cfg.trainer.early_stopping_patience}), best checkpoint by "
-            f"validation AUC, seed {cfg.seed}. {len(runs)} finished runs. The test set was scored once per run "
-            f"and never used for any choice: thresholds come from out-of-fold validation predictions and the best "
-            f"configuration is the one with the highest mean validation AUC. Rebuilt with: <code>{html.escape(command)}</code>")
+            f"lr {cfg.model.optimizer.lr}, batch {d.batch_size}, up to {cfg.trainer.max_epochs} epochs with "
+            f"{stopping}, best checkpoint by validation AUC, seed {cfg.seed}. {len(runs)} finished runs. The test "
+            f"set was scored once per run and never used for any choice: thresholds come from out-of-fold "
+            f"validation predictions and the best configuration is the one with the highest mean validation AUC.")
+
+
+def provenance_lines(runs: pd.DataFrame) -> list[str]:
+    """The distinct software/device records of the runs, one line each, with their run counts."""
+    from osteo.provenance import provenance_line
+
+    out = []
+    for prov, n in runs["provenance"].value_counts().items():
+        p = json.loads(prov)
+        out.append((provenance_line(p) if p else "not recorded (runs made before osteo 0.2)") + f" [{n} run(s)]")
+    return out
 
 
 def _table_html(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
@@ -127,19 +157,60 @@ def _table_html(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
 
 def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, command: str = "") -> dict:
-    """Write outputs/report (index.html, tables as CSV, figures as PNG); return a summary."""
-    from osteo.data.describe import table1
-    from osteo.data.manifest import load_manifest
-
+    """Write the report (index.html, tables as CSV, figures as PNG) into ``out_dir``; return a
+    summary. Runs of different data sets (manifest or split file) are never merged: each data
+    set gets its own report in ``out_dir/data-N/`` and index.html lists them."""
     runs_dir, out = Path(runs_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, preds, problems = load_runs(runs_dir)
-    missing = pd.DataFrame(problems, columns=["run", "status", "detail"])
-    atomic_write_csv(out / "missing_runs.csv", missing)
     if not len(runs):
+        missing = pd.DataFrame(problems, columns=["run", "status", "detail"])
+        atomic_write_csv(out / "missing_runs.csv", missing)
         atomic_write_text(out / "index.html", f"<html><body><h1>osteo report</h1><p>No finished runs under "
                           f"{html.escape(str(runs_dir))}.</p>{_table_html(missing)}</body></html>")
-        return {"configs": {}, "missing": problems}
+        return {"configs": {}, "missing": problems, "reports": []}
+    groups = list(runs.groupby("data", sort=True))
+    if len(groups) == 1:
+        return _build_one(runs, preds, problems, out, rcfg, command)
+    entries, summaries = [], {}
+    for i, (data, g) in enumerate(groups, start=1):
+        name = f"data-{i}"
+        own = [p for p in problems if p.get("data") in (None, data)]
+        s = _build_one(g, preds, own, out / name, rcfg, command)
+        summaries[name] = s
+        entries.append({"name": name, "href": f"{name}/index.html", "manifest": g["manifest"].iloc[0],
+                        "splits": g["splits"].iloc[0], "runs": len(g), "best": s.get("best", "")})
+        log.warning("runs under %s used %d data sets; report %s: %s", runs_dir, len(groups), name, data)
+    page = _env().get_template("index.html.j2").render(runs_dir=str(runs_dir), reports=entries)
+    atomic_write_text(out / "index.html", page)
+    summary = {"reports": entries, "by_data": summaries, "configs": {}, "missing": problems}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _env():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+
+
+def _src(out: Path, name: str, embed: bool) -> str:
+    """An <img> source: the file name, or the PNG embedded as a data URI (self-contained page)."""
+    if not embed:
+        return name
+    return "data:image/png;base64," + base64.b64encode((out / name).read_bytes()).decode("ascii")
+
+
+def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path, rcfg: DictConfig,
+               command: str) -> dict:
+    """The report of one data set's runs."""
+    from osteo.data.describe import table1
+    from osteo.data.manifest import load_manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    missing = pd.DataFrame(problems, columns=["run", "status", "detail"])
+    atomic_write_csv(out / "missing_runs.csv", missing)
     attrs = _attributes(runs)
     order = list(attrs.index)
     summaries, ens, folds = {}, {}, {}
@@ -156,11 +227,9 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     splits = pd.read_csv(first["splits"], dtype={"patient_id": str, "part": str})
     mdf = mdf[mdf["image_rel"].isin(splits["image"])]
     notes = []
-    if runs["splits"].nunique() > 1:
-        notes.append("Runs used different split files; paired tests use the images they share.")
     base, base_pred, base_note = clinical_baseline(mdf, splits, int(cfg0.data.split.n_folds),
                                                    float(rcfg.sensitivity_target))
-    notes.append(base_note)
+    notes.append(base_note + ".")
     all_summ = dict(summaries)
     if base is not None:
         all_summ[BASELINE] = base
@@ -173,65 +242,61 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     atomic_write_csv(out / "table2_raw.csv", pd.DataFrame(all_summ).T.reset_index(names="configuration"))
     atomic_write_csv(out / "paired_tests.csv", comps)
 
-    figs = {}
+    figs = []
+
+    def add(path: Path, title: str, caption: str) -> None:
+        figs.append({"file": path.name, "title": title, "caption": caption})
+
     aucs = {k: (summaries[k]["auc_mean"], summaries[k]["auc_sd"]) for k in order}
-    figs["roc"] = figures.curves_figure(folds, out / "roc.png", "roc", aucs).name
-    figs["pr"] = figures.curves_figure(folds, out / "pr.png", "pr").name
-    figs["params"] = figures.auc_vs_params(summaries, out / "auc_vs_params.png").name
+    add(figures.curves_figure(folds, out / "roc.png", "roc", aucs), "Mean ROC curves over folds",
+        "Test-set ROC of each configuration's fold models, interpolated on a common false-positive-rate grid "
+        "and averaged; the band is ±1 SD over folds. Legend: fold-mean AUC ± SD.")
+    add(figures.curves_figure(folds, out / "pr.png", "pr"), "Mean precision-recall curves over folds",
+        "Test-set precision against recall (sensitivity) of each configuration's fold models, averaged on a "
+        "common recall grid; the band is ±1 SD over folds.")
+    add(figures.auc_vs_params(summaries, out / "auc_vs_params.png"), "Test AUC against trainable parameters",
+        "Fold-mean test AUC (± SD) of each configuration against its number of trainable parameters "
+        "(log scale), as the thesis's Figure 7.")
     same_backbone = attrs[attrs["backbone"] == attrs.loc[best, "backbone"]]
     pre = list(same_backbone.index[same_backbone["pretrained"].astype(bool)])
     group = pre if len(pre) > 1 else list(same_backbone.index)
     if len(group) > 1:
         depths = [int(attrs.loc[k, "depth"]) for k in group]
-        figs["depth"] = figures.auc_by_depth(depths, [summaries[k] for k in group], out / "auc_by_depth.png").name
-    figs["reliability"] = figures.reliability(ens[best]["label"], ens[best]["prob"], out / "reliability.png",
-                                              int(rcfg.calibration_bins), f"{best}: fold ensemble on test").name
+        add(figures.auc_by_depth(depths, [summaries[k] for k in group], out / "auc_by_depth.png"),
+            f"Test AUC by fine-tune depth ({attrs.loc[best, 'backbone']})",
+            "Fold-ensemble test AUC with DeLong's 95% CI (circles) and the fold models' mean ± SD (squares) "
+            "for each number of trained blocks N (TF N).")
+    add(figures.reliability(ens[best]["label"], ens[best]["prob"], out / "reliability.png",
+                            int(rcfg.calibration_bins), f"{best}: fold ensemble on test"),
+        f"Reliability diagram of {best}",
+        f"Observed osteoporosis rate against the mean predicted probability in {int(rcfg.calibration_bins)} "
+        "equal-width bins of the fold ensemble's test probabilities; numbers are images per bin; the dashed "
+        "line is perfect calibration.")
     cam_files, band, cam_note = [], None, "Grad-CAM disabled (report.gradcam.enabled=false)."
     if rcfg.gradcam.enabled:
         cam_files, band, cam_note = _gradcam_section(best, runs, ens[best],
                                                      summaries[best]["ens_threshold"], rcfg, out, order)
         if band is not None:
             atomic_write_csv(out / "gradcam_border_band.csv", band)
-    page = _page(t1, t2, comps, missing, figs, cam_files, band, cam_note, notes, best,
-                 methods_text(cfg0, runs, command))
+    embed = bool(rcfg.get("self_contained", False))
+    for i, f in enumerate(figs + cam_files, start=1):
+        f["number"], f["src"] = i, _src(out, f["file"], embed)
+    sections = [("methods", "Methods"), ("table1", "Table 1: demographics"), ("table2", "Table 2: models"),
+                ("paired", "Paired comparisons"), ("figures", "Figures"), ("gradcam", "Grad-CAM"),
+                ("missing", "Missing, failed or unfinished runs")]
+    page = _env().get_template("report.html.j2").render(
+        title="osteo: osteoporosis screening from dental panoramic radiographs",
+        sections=[{"id": i, "title": s} for i, s in sections], figure_width=int(rcfg.get("figure_width", 560)),
+        methods=methods_text(cfg0, runs), decision_rule=DECISION_RULE, provenance=provenance_lines(runs),
+        command=command, table1=t1.to_html(border=0, classes="t"), table2=_table_html(t2), notes=notes,
+        best=best, paired=_table_html(comps, "{:.4f}") if len(comps) else "", figures=figs,
+        cam_note=cam_note, cam_figures=cam_files, band=_table_html(band, "{:.2f}") if band is not None else "",
+        missing=_table_html(missing) if len(missing) else "")
     atomic_write_text(out / "index.html", page)
-    summary = {"best": best, "configs": all_summ, "missing": problems, "figures": figs, "gradcam": cam_files}
+    summary = {"best": best, "configs": all_summ, "missing": problems, "figures": [f["file"] for f in figs],
+               "gradcam": [f["file"] for f in cam_files], "reports": []}
     atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def _page(t1, t2, comps, missing, figs, cam_files, band, cam_note, notes, best, methods) -> str:
-    img = lambda f, w=640: f'<img src="{f}" width="{w}">'  # noqa: E731
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>osteo report</title><style>"
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{border:1px solid #ccc;padding:3px 6px}"
-        "</style></head><body>",
-        "<h1>osteo: osteoporosis screening from dental panoramic radiographs</h1>",
-        f"<p>{methods}</p>",
-        "<h2>Table 1: demographics</h2>", t1.to_html(border=0, classes="t"),
-        "<h2>Table 2: models</h2>",
-        "<p>AUC, sensitivity, specificity and accuracy at probability 0.5 on the test set, mean ± SD over "
-        "folds (as the thesis). Ensemble: the mean probability of the fold models, with DeLong's 95% CI. "
-        "Operating points use thresholds chosen on out-of-fold validation predictions and are applied to "
-        f"the test set. Best configuration by mean validation AUC: <b>{html.escape(best)}</b>.</p>",
-        _table_html(t2), "<p>" + " ".join(html.escape(n) for n in notes) + "</p>",
-        "<h2>Paired comparisons against the best configuration</h2>",
-        "<p>DeLong's paired test on the shared test images; p-values Holm-corrected.</p>",
-        _table_html(comps, "{:.4f}") if len(comps) else "<p>Only one configuration.</p>",
-        "<h2>Figures</h2>", img(figs["roc"]), img(figs["pr"]), img(figs["params"], 520),
-        img(figs["depth"], 520) if "depth" in figs else "", img(figs["reliability"], 420),
-        "<h2>Grad-CAM</h2>", f"<p>{html.escape(cam_note)}</p>",
-        "".join(img(f, 900) + "<br>" for f in cam_files),
-    ]
-    if band is not None:
-        parts += ["<h3>Grad-CAM mass near the true inferior border (phantoms)</h3>",
-                  "<p>Share of CAM mass within the band around the ground-truth border divided by the band's "
-                  "share of the ROI area: 1 is no preference, well above 1 means the model looks at the cortex.</p>",
-                  _table_html(band, "{:.2f}")]
-    parts += ["<h2>Missing, failed or unfinished runs</h2>",
-              _table_html(missing) if len(missing) else "<p>None.</p>", "</body></html>"]
-    return "\n".join(parts)
 
 
 def command_line() -> str:

@@ -14,10 +14,13 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from osteo.stats import calibration_bins, mean_pr, mean_roc  # noqa: E402
 
+FIGSIZE = (6.4, 4.8)   # every plot the same size (inches), so the page lays them out evenly
+DPI = 110
+
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -28,7 +31,7 @@ def curves_figure(folds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], 
 
     ``folds``: configuration -> per fold (labels, probabilities) of the test set.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     for label, fl in folds.items():
         if kind == "roc":
             g, m, sd = mean_roc([roc_curve(y, p)[:2] for y, p in fl])
@@ -49,7 +52,7 @@ def curves_figure(folds: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], 
 
 def auc_vs_params(summaries: Mapping[str, Mapping], out: Path) -> Path:
     """Mean test AUC (+-SD over folds) against trainable parameters (thesis Figure 7)."""
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     for label, s in summaries.items():
         ax.errorbar(s["trainable"], s["auc_mean"], yerr=s["auc_sd"], fmt="o", capsize=3, label=label)
     ax.set_xscale("log")
@@ -60,7 +63,7 @@ def auc_vs_params(summaries: Mapping[str, Mapping], out: Path) -> Path:
 
 def auc_by_depth(depths: Sequence[int], summaries: Sequence[Mapping], out: Path) -> Path:
     """Ensemble test AUC with its DeLong 95% CI, and the fold mean, per fine-tune depth."""
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     e = np.array([s["ens_auc"] for s in summaries])
     lo = e - np.array([s["ens_lo"] for s in summaries])
     hi = np.array([s["ens_hi"] for s in summaries]) - e
@@ -76,7 +79,7 @@ def reliability(y, p, out: Path, n_bins: int = 10, title: str = "") -> Path:
     """Reliability diagram: observed rate against mean predicted probability per bin."""
     b = calibration_bins(y, p, n_bins)
     ok = b["count"] > 0
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.plot(b["confidence"][ok], b["observed"][ok], "o-")
     for c, o, n in zip(b["confidence"][ok], b["observed"][ok], b["count"][ok]):

@@ -7,29 +7,45 @@ import numpy as np
 import pandas as pd
 
 from osteo.metrics import binary_metrics, youden_threshold
-from osteo.report.runs import ensemble
+from osteo.runs import ensemble, model_probabilities, vote
 from osteo.stats import delong_ci, delong_paired, expected_calibration_error, holm, threshold_for_sensitivity
 
 
-def operating_points(y_test, p_test, y_oof, p_oof, sens_target: float = 0.9) -> dict:
-    """Ensemble test AUC with DeLong's CI, and test sensitivity/specificity at the thresholds
-    chosen on out-of-fold validation predictions (Youden, and ``sens_target`` sensitivity)."""
+def operating_points(y_test, model_probs, y_oof, p_oof, sens_target: float = 0.9) -> dict:
+    """Ensemble test AUC (mean probability of the fold models) with DeLong's CI, and test
+    sensitivity/specificity at thresholds chosen on out-of-fold validation predictions (Youden,
+    and ``sens_target`` sensitivity), applied by the rule of osteo/runs.py: each fold model
+    against its own probability, referral when at least half of them refer.
+
+    ``model_probs``: test probabilities [n_models, n_images]; ``y_oof``/``p_oof``: pooled
+    out-of-fold labels and single-model probabilities. ``*_meanprob`` keys give the same
+    thresholds applied to the mean probability (the earlier rule), to show its drift.
+    """
+    model_probs = np.atleast_2d(np.asarray(model_probs, dtype=float))
+    p_test = model_probs.mean(axis=0)
     auc, lo, hi = delong_ci(y_test, p_test)
     thr = youden_threshold(y_oof, p_oof)
     t90 = threshold_for_sensitivity(y_oof, p_oof, sens_target)
-    op, op90 = binary_metrics(y_test, p_test, thr), binary_metrics(y_test, p_test, t90)
+    op = binary_metrics(y_test, vote(model_probs, thr)[0].astype(float), 0.5)
+    op90 = binary_metrics(y_test, vote(model_probs, t90)[0].astype(float), 0.5)
+    mean90 = binary_metrics(y_test, p_test, t90)
+    single90 = [binary_metrics(y_test, p, t90)["sensitivity"] for p in model_probs]
     return {"ens_auc": auc, "ens_lo": lo, "ens_hi": hi,
             "ens_threshold": thr, "ens_sens_at_thr": op["sensitivity"], "ens_spec_at_thr": op["specificity"],
-            "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"], "spec_at_sens90": op90["specificity"]}
+            "thr_sens90": t90, "sens_at_sens90": op90["sensitivity"], "spec_at_sens90": op90["specificity"],
+            "sens_at_sens90_meanprob": mean90["sensitivity"], "spec_at_sens90_meanprob": mean90["specificity"],
+            "sens_at_sens90_single_models": float(np.mean(single90))}
 
 
 def config_summary(runs: pd.DataFrame, preds: dict, sens_target: float = 0.9, n_bins: int = 10) -> dict:
     """Everything Table 2 needs for one configuration's runs (its folds)."""
+    frames = [preds[d] for d in runs["dir"]]
+    meta, model_probs = model_probabilities(frames, "test")
     test = ensemble(runs, preds, "test")
     oof = ensemble(runs, preds, "val")  # out-of-fold validation predictions
     out = {"folds": int(len(runs)), "trainable": int(runs["trainable"].iloc[0]),
            "val_auc_mean": runs["val_auc"].mean(),
-           **operating_points(test["label"], test["prob"], oof["label"], oof["prob"], sens_target),
+           **operating_points(meta["label"].to_numpy(), model_probs, oof["label"], oof["prob"], sens_target),
            "ece": expected_calibration_error(test["label"], test["prob"], n_bins)}
     for k in ("auc", "sensitivity", "specificity", "accuracy"):
         out[f"{k}_mean"] = runs[f"test_{k}"].mean()
@@ -42,20 +58,23 @@ def config_summary(runs: pd.DataFrame, preds: dict, sens_target: float = 0.9, n_
 def clinical_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: int,
                       sens_target: float = 0.9) -> tuple[dict | None, pd.DataFrame | None, str]:
     """Logistic regression on age and sex alone, fitted on each fold's training part and
-    averaged over folds on the test set. Returns (summary, test predictions, note)."""
+    averaged over folds on the test set. Missing ages are filled with the mean age of that
+    fold's training part (never with test or validation rows). Returns (summary, test
+    predictions, note)."""
     from sklearn.linear_model import LogisticRegression
 
     df = manifest_df.merge(splits, left_on="image_rel", right_on="image", suffixes=("", "_s"))
     age = pd.to_numeric(df["age"], errors="coerce")
     if age.isna().all() or df["sex"].isna().all():
         return None, None, "the manifest has no age or no sex column: no clinical baseline"
-    X = np.column_stack([age.fillna(age.mean()), (df["sex"] == "F").astype(float)])
+    female = (df["sex"] == "F").astype(float).to_numpy()
     y = df["label"].to_numpy()
     test = (df["part"] == "test").to_numpy()
     probs, oof = [], np.full(len(df), np.nan)
     for k in range(n_folds):
         tr = (df[f"role_fold{k}"] == "train").to_numpy()
         va = (df[f"role_fold{k}"] == "val").to_numpy()
+        X = np.column_stack([age.fillna(age[tr].mean()).to_numpy(), female])  # imputation: training part only
         lr = LogisticRegression(max_iter=1000).fit(X[tr], y[tr])
         probs.append(lr.predict_proba(X[test])[:, 1])
         oof[va] = lr.predict_proba(X[va])[:, 1]
@@ -64,11 +83,13 @@ def clinical_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: 
     ok = ~np.isnan(oof)
     per_fold = [binary_metrics(y[test], q, 0.5) for q in probs]
     s = {"folds": n_folds, "trainable": 3, "val_auc_mean": float("nan"),
-         **operating_points(y[test], p, y[ok], oof[ok], sens_target), "ece": float("nan")}
+         **operating_points(y[test], np.array(probs), y[ok], oof[ok], sens_target), "ece": float("nan")}
     for k in ("auc", "sensitivity", "specificity", "accuracy"):
         vals = [m[k] for m in per_fold]
         s[f"{k}_mean"], s[f"{k}_sd"] = float(np.mean(vals)), float(np.std(vals, ddof=1))
-    return s, pred, "logistic regression on age and sex, fitted on each fold's training part"
+    n_missing = int(age.isna().sum())
+    return s, pred, ("logistic regression on age and sex, fitted on each fold's training part"
+                     + (f"; {n_missing} missing age(s) filled with the training part's mean age" if n_missing else ""))
 
 
 def table2(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -95,7 +116,7 @@ def paired_comparisons(ens_preds: dict[str, pd.DataFrame], best: str) -> pd.Data
     for label, p in ens_preds.items():
         if label == best:
             continue
-        j = ref.join(p.set_index("image")[["prob"]], rsuffix="_other", how="inner")
+        j = ref.join(p.set_index("image")[["prob"]].rename(columns={"prob": "prob_other"}), how="inner")
         r = delong_paired(j["label"], j["prob"], j["prob_other"])
         rows.append({"configuration": label, "vs": best, "n_images": len(j), "AUC best": r["auc1"],
                      "AUC other": r["auc2"], "difference": r["diff"], "z": r["z"], "p": r["p"]})

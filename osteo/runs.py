@@ -1,0 +1,156 @@
+"""Finished runs, read from their files alone: labels, loading, ensembling and decision
+thresholds. Both the report and ``predict`` build on this module (and nothing here imports
+either of them).
+
+A run directory holds ``config.yaml`` (resolved), ``metrics.json``, ``predictions.csv`` (split,
+image, patient_id, label, prob, fold) and ``best.safetensors``.
+
+Decision rule (one rule for the report and for ``predict``): a threshold is chosen on the
+pooled out-of-fold validation predictions, each of which is one fold model's probability for
+an image it never trained on. It is applied to the same kind of score: each fold model's own
+probability. A fold ensemble refers when at least half of its models refer ("votes"). Applying
+the threshold to the ensemble's mean probability instead would mix kinds: averaging shrinks
+probabilities towards the middle, so a "90% sensitivity" threshold drifts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from osteo.metrics import youden_threshold
+from osteo.models.weights import parse_weights
+from osteo.stats import threshold_for_sensitivity
+
+WEIGHTS_FILE = "best.safetensors"
+
+
+def config_label(backbone: str, depth: int, weights: object) -> str:
+    """A configuration's full name: backbone, fine-tune depth (TF N: the last N of 5 blocks
+    trained) and initialisation, e.g. 'vgg16 TF2, timm' or 'vgg16_slim TF5, random init'."""
+    spec = parse_weights(weights)
+    init = {"none": "random init", "timm": "timm"}.get(spec.kind) or (spec.path.stem if spec.path else spec.kind)
+    return f"{backbone} TF{int(depth)}, {init}"
+
+
+def run_weights(cfg) -> object:
+    """The ``weights`` value of a run's saved config (older runs: ``model.pretrained``)."""
+    if "weights" in cfg:
+        return cfg.weights
+    return cfg.model.get("pretrained", None)
+
+
+def run_label(cfg) -> str:
+    """``config_label`` of a run's saved config."""
+    return config_label(cfg.backbone, int(cfg.depth), run_weights(cfg))
+
+
+def data_identity(metrics: dict) -> str:
+    """Which data a run used: 'manifest | split file' from its metrics.json."""
+    return f"{metrics.get('manifest')} | {metrics.get('splits')}"
+
+
+def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[dict]]:
+    """Every run directory under ``root``.
+
+    Returns (runs, predictions by run directory, problems). ``runs`` has one row per finished
+    run: dir, config label, backbone, depth, pretrained, fold, n_folds, data (manifest and
+    split file) and flattened metrics. ``problems`` lists failed, unfinished and missing runs
+    as dicts (run, status, detail).
+    """
+    root = Path(root)
+    rows, preds, problems = [], {}, []
+    for cfg_file in sorted(root.rglob("config.yaml")):
+        d = cfg_file.parent
+        if d.name == ".hydra":
+            continue
+        cfg = OmegaConf.load(cfg_file)
+        rel = str(d.relative_to(root))
+        if not (d / "metrics.json").exists() or not (d / "predictions.csv").exists():
+            if (d / "error.txt").exists():
+                problems.append({"run": rel, "status": "failed", "detail": error_cause(d / "error.txt")})
+            else:
+                problems.append({"run": rel, "status": "unfinished", "detail": "no metrics.json yet"})
+            continue
+        m = json.loads((d / "metrics.json").read_text())
+        row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
+               "pretrained": parse_weights(run_weights(cfg)).pretrained, "fold": int(cfg.fold),
+               "n_folds": int(cfg.data.split.n_folds), "config": run_label(cfg),
+               "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
+               "threshold": m["threshold_val_youden"], "manifest": m.get("manifest"),
+               "splits": m.get("splits"), "data": data_identity(m),
+               "provenance": json.dumps(m.get("provenance", {}), sort_keys=True),
+               "checkpoint": str(d / WEIGHTS_FILE) if (d / WEIGHTS_FILE).exists() else None}
+        for part in ("val", "test", "test_at_val_threshold"):
+            for k in ("auc", "ap", "sensitivity", "specificity", "accuracy"):
+                row[f"{part}_{k}"] = m[part][k]
+        rows.append(row)
+        preds[str(d)] = pd.read_csv(d / "predictions.csv", dtype={"patient_id": str})
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        for (data, label), g in runs.groupby(["data", "config"]):
+            missing = sorted(set(range(int(g["n_folds"].max()))) - set(g["fold"]))
+            for f in missing:
+                problems.append({"run": f"{label} fold {f}", "status": "missing", "detail": "no run directory",
+                                 "data": data})
+    return runs, preds, problems
+
+
+def error_cause(error_file: Path) -> str:
+    """The cause a failed run recorded: the last line of its traceback that names an
+    exception, without the module path (e.g. 'PretrainedWeightsError: could not download ...')."""
+    lines = [ln.strip() for ln in error_file.read_text().strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head:
+            return head.rsplit(".", 1)[-1] + (":" + ln.split(":", 1)[1] if ":" in ln else "")
+    return lines[-1] if lines else ""
+
+
+def ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], part: str = "test") -> pd.DataFrame:
+    """``ensemble_frames`` of the runs in ``runs``."""
+    return ensemble_frames([preds[d] for d in runs["dir"]], part)
+
+
+def ensemble_frames(frames: Sequence[pd.DataFrame], part: str = "test") -> pd.DataFrame:
+    """Per image of ``part``: image, label, patient_id, prob (mean over the runs) and n_models.
+
+    For ``part='val'`` each image has one prediction: the out-of-fold one.
+    """
+    allp = pd.concat([f[f["split"] == part] for f in frames], ignore_index=True)
+    return (allp.groupby("image").agg(label=("label", "first"), patient_id=("patient_id", "first"),
+                                      prob=("prob", "mean"), n_models=("prob", "size"))
+            .reset_index())
+
+
+def model_probabilities(frames: Sequence[pd.DataFrame], part: str = "test") -> tuple[pd.DataFrame, np.ndarray]:
+    """(images with their labels, probabilities [n_models, n_images]) of ``part``: every fold
+    model's own probability per image, images in sorted order."""
+    per = [f[f["split"] == part].set_index("image")["prob"] for f in frames]
+    table = pd.concat(per, axis=1, join="inner").sort_index()
+    first = frames[0][frames[0]["split"] == part].set_index("image")
+    meta = first.loc[table.index, ["label", "patient_id"]].reset_index()
+    return meta, table.to_numpy().T
+
+
+def oof_thresholds(frames: Sequence[pd.DataFrame], sens_target: float | None = None) -> dict[str, float]:
+    """Thresholds chosen on the pooled out-of-fold validation predictions of a configuration's
+    fold runs: {'youden': ..., 'sensitivity': ...} (the latter for ``sens_target``)."""
+    oof = ensemble_frames(frames, "val")
+    out = {"youden": youden_threshold(oof["label"], oof["prob"])}
+    if sens_target is not None:
+        out["sensitivity"] = threshold_for_sensitivity(oof["label"], oof["prob"], sens_target)
+    return out
+
+
+def vote(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(refer, votes) for probabilities [n_models, n_images]: each model refers when its own
+    probability >= ``threshold``; the ensemble refers when at least half of them do."""
+    probs = np.atleast_2d(np.asarray(probs, dtype=float))
+    votes = (probs >= threshold).sum(axis=0)
+    return 2 * votes >= probs.shape[0], votes
