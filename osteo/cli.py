@@ -1,8 +1,27 @@
-"""What every osteo command shares: its messages go through ``logging``."""
+"""What every osteo command shares: messages through ``logging``, and one contract for errors.
+
+The contract: a user's mistake (a bad manifest, a missing file, an impossible split, weights
+that cannot be had, ...) is reported as one line per problem, naming the file, row, column or
+setting, what is wrong and what to do, with exit code 2 and no traceback. ``--debug`` (or
+OSTEO_DEBUG=1, or Hydra's HYDRA_FULL_ERROR=1) keeps the traceback for developers. Anything else
+is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger("osteo")
+
+USAGE_EXIT = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says what, where and what to do."""
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -12,3 +31,86 @@ def setup_logging(level: int = logging.INFO) -> None:
     if not root.handlers:
         logging.basicConfig(level=level, format="[osteo] %(message)s")
     logging.getLogger("osteo").setLevel(level)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from osteo.checkpoints import UnsafeCheckpointError
+    from osteo.data.images import ImageReadError
+    from osteo.data.manifest import ManifestError
+    from osteo.data.splits import SplitError
+    from osteo.models.backbones import PretrainedWeightsError
+    from osteo.train import RunConflictError
+
+    return (UserError, ManifestError, SplitError, ImageReadError, PretrainedWeightsError,
+            RunConflictError, UnsafeCheckpointError)
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The innermost exception of a chain (``raise ... from``, or raised while handling)."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        nxt = e.__cause__ or e.__context__
+        if nxt is None:
+            break
+        e = nxt
+    return e
+
+
+def user_error(e: BaseException) -> BaseException | None:
+    """The user mistake behind ``e`` (itself or any exception in its chain), or None."""
+    types = _user_error_types()
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, types):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe_error(e: BaseException) -> str:
+    """'Type: message' of an exception, its first line only for non-user errors."""
+    msg = str(e).strip()
+    return f"{type(e).__name__}: {msg if user_error(e) is e else (msg.splitlines() or [''])[0]}"
+
+
+def debug_requested() -> bool:
+    """Tracebacks wanted: --debug on the command line, OSTEO_DEBUG=1 or HYDRA_FULL_ERROR=1."""
+    return ("--debug" in sys.argv or os.environ.get("OSTEO_DEBUG", "") not in ("", "0")
+            or os.environ.get("HYDRA_FULL_ERROR", "") == "1")
+
+
+def report_user_error(e: BaseException) -> None:
+    """Print a user mistake: 'osteo: error: <message>' on stderr, no traceback."""
+    print(f"osteo: error: {str(e).strip()}", file=sys.stderr)
+
+
+@contextmanager
+def user_errors_exit() -> Iterator[None]:
+    """Inside the block, a user mistake prints one line and exits 2 (SystemExit); other errors,
+    and every error under --debug, propagate with their traceback."""
+    try:
+        yield
+    except Exception as e:
+        u = user_error(e)
+        if u is None or debug_requested():
+            raise
+        report_user_error(u)
+        raise SystemExit(USAGE_EXIT) from None
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run an argparse command's ``main`` under the contract; returns its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        os.environ["OSTEO_DEBUG"] = "1"
+        args.remove("--debug")
+    try:
+        with user_errors_exit():
+            return int(main(args) or 0)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else USAGE_EXIT)
+    except KeyboardInterrupt:
+        print("osteo: interrupted", file=sys.stderr)
+        return 130

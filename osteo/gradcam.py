@@ -61,3 +61,55 @@ def border_band_ratio(cam: np.ndarray, border_rows: np.ndarray, band_px: float) 
     if total <= 0 or band.mean() == 0:
         return float("nan")
     return float((cam[band].sum() / total) / band.mean())
+
+
+def _last_block_split(model) -> tuple[list[nn.Module], nn.Module, nn.Module]:
+    """(the first four blocks, the last block up to and including the CAM target layer, the
+    rest of the last block)."""
+    blocks = list(model.frozen) + list(model.trainable)
+    last = blocks[-1]
+    target = cam_target_layer(model)
+    if target is last:
+        return blocks[:-1], last, nn.Identity()
+    layers = list(last)
+    i = next(k for k, m in enumerate(layers) if m is target)
+    return blocks[:-1], nn.Sequential(*layers[:i + 1]), nn.Sequential(*layers[i + 1:])
+
+
+def probs_cams_features(model, x: torch.Tensor, cams: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One pass for screening: (probabilities of class 1 [B], Grad-CAM maps [B, H, W] in [0, 1]
+    or None, block statistics [B, 2 x the 5 blocks' channels]: each block output's spatial mean
+    and standard deviation per channel, what osteo.ood scores) for inputs ``x`` float [B, 3, H, W].
+
+    The backbone runs once, without gradients, up to the CAM target layer; only the last few
+    layers and the head run with gradients, for the predicted class. The maps equal
+    ``grad_cams`` (pytorch-grad-cam) to 1e-5 (tests/test_gradcam.py) at a fraction of its cost,
+    which backpropagates through the whole network.
+    """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    model.eval()
+    first, head_of_last, rest_of_last = _last_block_split(model)
+    stats = []
+    with torch.inference_mode(False), torch.no_grad():
+        h = x.float()
+        for block in first:
+            h = block(h)
+            stats += [h.mean(dim=(2, 3)), h.std(dim=(2, 3))]
+        act = head_of_last(h)
+    with torch.inference_mode(False), torch.enable_grad():
+        act = act.detach().clone().requires_grad_(cams)
+        f = rest_of_last(act)
+        stats += [f.detach().mean(dim=(2, 3)), f.detach().std(dim=(2, 3))]
+        f = torch.flatten(f, 1) if model.pool == "flatten" else f.mean(dim=(2, 3))
+        logits = model.head(f)
+        probs = logits.float().softmax(1)[:, 1]
+        maps = None
+        if cams:
+            pred = logits.argmax(1)
+            logits.gather(1, pred[:, None]).sum().backward()
+            w = act.grad.mean(dim=(2, 3), keepdim=True)
+            cam = torch.relu((w * act).sum(1)).detach().cpu().numpy().astype(np.float32)
+            maps = scale_cam_image(scale_cam_image(cam, (x.shape[-1], x.shape[-2])))  # as pytorch-grad-cam does
+    return probs.detach().cpu().numpy(), maps, torch.cat(stats, 1).float().cpu().numpy()

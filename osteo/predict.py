@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
 from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
+from osteo.cli import UserError
 from osteo.io import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,14 @@ def find_inputs(inputs: list[str]) -> list[tuple[Path, tuple[int, int] | None]]:
         if p.is_dir():
             out += [(q, None) for q in sorted(p.rglob("*")) if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
         elif p.suffix.lower() == ".csv":
-            m = pd.read_csv(p, dtype=str, keep_default_na=False)
+            from osteo.data.manifest import ManifestError, read_csv_table
+
+            try:
+                m = read_csv_table(p)
+            except ManifestError as e:
+                raise UserError(str(e)) from None
             if "image" not in m.columns:
-                raise SystemExit(f"{p}: a manifest needs an 'image' column")
+                raise UserError(f"{p}: a manifest needs an 'image' column (found {', '.join(m.columns)})")
             for r in m.to_dict("records"):
                 has_box = r.get("roi_x0", "") != "" and r.get("roi_y0", "") != ""
                 out.append(((p.parent / r["image"]).resolve(),
@@ -77,6 +83,9 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
             c.pop(group, None)
         return json.dumps(c, sort_keys=True, default=str)
 
+    if not model.exists():
+        raise UserError(f"--model {model}: not found; pass a run directory, a folder of runs or a run's "
+                        "best.safetensors")
     if model.is_file():
         return [model.parent]
     if (model / "config.yaml").exists():
@@ -88,15 +97,16 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
         return sibs or [model]
     runs = [d.parent for d in sorted(model.rglob(WEIGHTS_FILE)) if (d.parent / "config.yaml").exists()]
     if not runs:
-        raise SystemExit(f"{model}: no finished runs ({WEIGHTS_FILE} + config.yaml) found")
+        raise UserError(f"{model}: no finished runs ({WEIGHTS_FILE} + config.yaml) found; pass a run "
+                        "directory, a folder of runs or a run's best.safetensors")
     labels = {d: label(d) for d in runs}
     names = sorted(set(labels.values()))
     if config is None and len(names) > 1:
-        raise SystemExit(f"{model} holds several configurations; pick one with --config: {', '.join(names)}")
+        raise UserError(f"{model} holds several configurations; pick one with --config: {', '.join(names)}")
     want = config or names[0]
     chosen = [d for d in runs if labels[d] == want]
     if not chosen:
-        raise SystemExit(f"no configuration {want!r} under {model}; found: {', '.join(names)}")
+        raise UserError(f"no configuration {want!r} under {model}; found: {', '.join(names)}")
     return chosen
 
 
@@ -109,88 +119,148 @@ def ensemble_threshold(run_dirs: list[Path]) -> float:
     return oof_thresholds(frames)["youden"]
 
 
-def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], out: Path) -> Path:
-    """The resized DPR with the ROI box drawn and the Grad-CAM blended inside it (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import cm
+def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], caption: list[str],
+                out: Path) -> Path:
+    """The resized DPR with the ROI box drawn, a light Grad-CAM inside it (the anatomy stays
+    visible) and a caption band above it (probability, decision, flags); PNG or JPEG by suffix."""
+    from matplotlib import colormaps
     from PIL import Image, ImageDraw
+
+    from osteo.io import atomic_save_image
 
     W, H = roi["resize_wh"]
     x0, y0, w, h = box
     base = np.stack([resize_bilinear(gray, (W, H))] * 3, axis=-1).astype(np.float32)
     heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
-    colour = cm.jet(heat)[..., :3] * 255
-    base[y0:y0 + h, x0:x0 + w] = 0.6 * base[y0:y0 + h, x0:x0 + w] + 0.4 * colour
-    im = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    ImageDraw.Draw(im).rectangle([x0, y0, x0 + w - 1, y0 + h - 1], outline=(255, 255, 0), width=2)
-    im.save(out)
-    return out
+    colour = colormaps["inferno"](heat)[..., :3] * 255
+    alpha = (0.45 * heat)[..., None]  # strongest where the map is hot, clear where it is cold
+    base[y0:y0 + h, x0:x0 + w] = (1 - alpha) * base[y0:y0 + h, x0:x0 + w] + alpha * colour
+    band = 18 * len(caption) + 8
+    im = Image.new("RGB", (W, H + band), (0, 0, 0))
+    im.paste(Image.fromarray(base.clip(0, 255).astype(np.uint8)), (0, band))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([x0, y0 + band, x0 + w - 1, y0 + band + h - 1], outline=(0, 255, 255), width=2)
+    for k, line in enumerate(caption):
+        draw.text((8, 4 + 18 * k), line, fill=(255, 255, 255), font_size=15)
+    return atomic_save_image(out, im, **({"quality": 90} if out.suffix == ".jpg" else {"compress_level": 1}))
+
+
+def _run_files(dirs: list[Path]) -> tuple[list[dict | None], list[dict]]:
+    """Per run: its OOD detector (None for runs made before osteo 0.2) and what it was trained on."""
+    from osteo import ood
+
+    dets = [ood.load(d / "ood.safetensors") if (d / "ood.safetensors").exists() else None for d in dirs]
+    trained = [json.loads((d / "metrics.json").read_text()).get("trained_on", {}) if (d / "metrics.json").exists()
+               else {} for d in dirs]
+    return dets, trained
 
 
 def predict(inputs: list[str], model: str, out: str, config: str | None = None, single: bool = False,
             batch_size: int = 8, cams: bool = True, device: str | None = None,
-            progress: bool = True) -> pd.DataFrame:
-    """Score images; returns the predictions table (also written to ``out``)."""
+            progress: bool = True, allow_phantom_model: bool = False, cam_format: str = "png") -> pd.DataFrame:
+    """Score images; returns the predictions table (the caller writes it).
+
+    Columns: image, status ('ok', 'flagged: ...' or 'error: ...'), probability (the fold
+    models' mean), decision, models_referring, threshold, ood_score (osteo.ood.score, the median
+    over the models; above 1: unlike the training images), trained_on, cam_png, models,
+    model_dir, provenance. No decision is given for a flagged image, nor for any image when the
+    model was trained on phantoms, unless ``allow_phantom_model``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from osteo import ood
     from osteo.checkpoints import load_model, run_config
     from osteo.data.normalise import normalise
+    from osteo.gradcam import probs_cams_features
     from osteo.provenance import provenance, provenance_line
     from osteo.runs import vote
 
+    files = find_inputs(inputs)
+    if not files:
+        raise UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
+                        "pass image files, folders or a manifest CSV")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_path = Path(model)
     dirs = run_dirs_of_configuration(model_path, config, single)
     ckpt = model_path if model_path.is_file() else None
     models = [load_model(d, checkpoint=ckpt if ckpt else None, device=device)[0] for d in dirs]
+    dets, trained = _run_files(dirs)
+    phantom_model = any(tr.get("kind") == "phantom" for tr in trained)
+    trained_on = ("phantoms (synthetic images): not validated on real radiographs" if phantom_model
+                  else ", ".join(sorted({f"{Path(tr.get('manifest', '?')).name} (sha1 {tr.get('sha1', '?')[:8]})"
+                                         for tr in trained})) or "not recorded")
+    if phantom_model:
+        log.warning("=" * 78)
+        log.warning("THIS MODEL WAS TRAINED ON SYNTHETIC PHANTOMS, NOT ON REAL RADIOGRAPHS.")
+        log.warning("Its outputs on real images mean nothing clinically. %s",
+                    "Decisions are given because --allow-phantom-model was passed." if allow_phantom_model
+                    else "No referral decision is given (pass --allow-phantom-model to see one).")
+        log.warning("=" * 78)
+    decide = allow_phantom_model or not phantom_model
     cfg = run_config(dirs[0])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     prov = provenance_line(provenance("gpu" if str(device).startswith("cuda") else "cpu", "32-true"))
     thr = ensemble_threshold(dirs)
     out_dir = Path(out)
-    (out_dir / "cams").mkdir(parents=True, exist_ok=True)
-    files = find_inputs(inputs)
+    if cams:
+        (out_dir / "cams").mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     batch: list[tuple[int, np.ndarray, np.ndarray, list[int]]] = []
+    writers = ThreadPoolExecutor(max_workers=2)  # overlay encoding overlaps the next batch's forward pass
+    pending = []
 
     def flush():
         if not batch:
             return
         x = normalise(torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device), mean, std)
-        with torch.inference_mode():
-            per_model = torch.stack([m(x).float().softmax(1)[:, 1] for m in models]).cpu().numpy()
+        outs = [probs_cams_features(m, x, cams) for m in models]
+        per_model = np.stack([o[0] for o in outs])
         probs = per_model.mean(0)
         refer, votes = vote(per_model, thr)
-        maps = None
-        if cams:
-            from osteo.gradcam import grad_cams
-
-            maps = np.mean([grad_cams(m, x) for m in models], axis=0)
-            maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-8)
+        scores = [ood.score(det, o[2]) for det, o in zip(dets, outs) if det is not None]
+        ood_score = np.median(np.stack(scores), axis=0) if scores else np.full(len(batch), np.nan)
+        maps = np.mean([o[1] for o in outs], axis=0) if cams else None
         for k, (i, _, gray, box) in enumerate(batch):
             r = rows[i]
-            r.update(status="ok", probability=float(probs[k]), decision=REFER if refer[k] else NO_REFER,
-                     models_referring=int(votes[k]))
+            flagged = bool(ood_score[k] > 1)
+            decision = (REFER if refer[k] else NO_REFER) if decide else "no decision: model trained on phantoms"
+            if flagged:
+                decision = "no decision: unlike the training images"
+            r.update(status=f"flagged: unlike the training images (ood_score {ood_score[k]:.2f} > 1)" if flagged
+                     else "ok", probability=float(probs[k]), decision=decision, models_referring=int(votes[k]),
+                     ood_score=float(ood_score[k]))
             if maps is not None:
-                r["cam_png"] = str(cam_overlay(gray, maps[k], roi, box, out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.png"))
+                caption = [f"p(osteoporosis) = {probs[k]:.2f}   threshold {thr:.2f}   {votes[k]}/{len(models)} "
+                           f"model(s) refer   decision: {decision}",
+                           (f"FLAGGED: unlike the training images (ood_score {ood_score[k]:.2f})   " if flagged else "")
+                           + (f"trained on: {trained_on}" if phantom_model else "") + "   screening aid, not a diagnosis"]
+                path = out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.{cam_format}"
+                r["cam_png"] = str(path)
+                pending.append(writers.submit(cam_overlay, gray, maps[k], roi, box, caption, path))
         batch.clear()
 
-    for f, origin in tqdm(files, desc="screening", unit="img", disable=not progress):
-        box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
-        rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
-                     "models_referring": np.nan, "threshold": thr, "cam_png": ""})
-        try:
-            gray = read_gray(f, roi.get("window", "minmax"))
-            check_source_size(gray.shape[1], gray.shape[0], roi.get("min_source_wh", (0, 0)))
-            batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"]), gray, box))
-        except (ImageReadError, ValueError, OSError) as e:
-            rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
-            log.warning("%s: %s", f, rows[-1]["status"])
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    try:
+        for f, origin in tqdm(files, desc="screening", unit="img", disable=not progress):
+            box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
+            rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
+                         "models_referring": np.nan, "threshold": thr, "ood_score": np.nan, "cam_png": ""})
+            try:
+                gray = read_gray(f, roi.get("window", "minmax"))
+                check_source_size(gray.shape[1], gray.shape[0], roi.get("min_source_wh", (0, 0)))
+                batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"]), gray, box))
+            except (ImageReadError, ValueError, OSError) as e:
+                rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
+                log.warning("%s: %s", f, rows[-1]["status"])
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        for p in pending:
+            p.result()  # raises an encoding error here rather than losing it
+    finally:
+        writers.shutdown(wait=True)
     df = pd.DataFrame(rows)
+    df["trained_on"] = trained_on
     df["models"] = len(models)
     df["model_dir"] = str(dirs[0].parent if len(dirs) > 1 else dirs[0])
     df["provenance"] = prov
@@ -198,37 +268,51 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=DISCLAIMER)
     ap.add_argument("inputs", nargs="+", help="image files, folders (recursive) or manifest CSVs")
-    ap.add_argument("--model", required=True, help="run directory, directory of runs, or best.ckpt")
-    ap.add_argument("--config", help="configuration label when --model holds several (e.g. vgg16-TF2)")
+    ap.add_argument("--model", required=True, help="run directory, directory of runs, or a run's best.safetensors")
+    ap.add_argument("--config", help='configuration label when --model holds several (e.g. "vgg16 TF2, timm")')
     ap.add_argument("--single", action="store_true", help="use the given run only, no fold ensemble")
     ap.add_argument("--out", default="outputs/predict", help="output folder (default outputs/predict)")
     ap.add_argument("--json", action="store_true", help="also write predictions.json")
     ap.add_argument("--force", action="store_true", help="overwrite existing outputs")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM overlays")
+    ap.add_argument("--cam-format", choices=("png", "jpg"), default="png", help="overlay format (jpg: smaller, faster)")
+    ap.add_argument("--allow-phantom-model", action="store_true",
+                    help="give referral decisions even with a model trained on synthetic phantoms (testing only)")
     a = ap.parse_args(argv)
     from osteo.cli import setup_logging
 
     setup_logging()
+    if a.batch_size < 1:
+        raise UserError(f"--batch-size {a.batch_size}: give 1 or more")
     out = Path(a.out)
     targets = [out / "predictions.csv"] + ([out / "predictions.json"] if a.json else [])
     existing = [str(t) for t in targets if t.exists()]
     if existing and not a.force:
-        log.error("%s exists; pass --force to overwrite", ", ".join(existing))
-        return 2
-    df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam)
+        raise UserError(f"{', '.join(existing)} exists; pass --force to overwrite it, or choose another --out")
+    t0 = time.perf_counter()
+    df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam,
+                 allow_phantom_model=a.allow_phantom_model, cam_format=a.cam_format)
+    seconds = time.perf_counter() - t0
     atomic_write_csv(out / "predictions.csv", df)
     if a.json:
         atomic_write_text(out / "predictions.json", df.to_json(orient="records", indent=2))
-    failed = int((df["status"] != "ok").sum())
+    failed = int(df["status"].str.startswith("error").sum())
+    flagged = int(df["status"].str.startswith("flagged").sum())
     refer = int((df["decision"] == REFER).sum())
-    log.info(f"{len(df) - failed} image(s) screened, {refer} to refer for DXA, {failed} failed "
-             f"(threshold {df['threshold'].iloc[0]:.3f}, {df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
+    log.info(f"{len(df) - failed} image(s) screened ({flagged} flagged as unlike the training images), "
+             f"{refer} to refer for DXA, {failed} failed (threshold {df['threshold'].iloc[0]:.3f}, "
+             f"{df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
+    log.info(f"{len(df) / seconds:.2f} images/s ({seconds:.1f} s, overlays {'off' if a.no_cam else 'on'})")
     log.info(DISCLAIMER)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -102,14 +102,10 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
 
 
 def error_cause(error_file: Path) -> str:
-    """The cause a failed run recorded: the last line of its traceback that names an
-    exception, without the module path (e.g. 'PretrainedWeightsError: could not download ...')."""
-    lines = [ln.strip() for ln in error_file.read_text().strip().splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        head = ln.split(":", 1)[0]
-        if head.endswith(("Error", "Exception")) and " " not in head:
-            return head.rsplit(".", 1)[-1] + (":" + ln.split(":", 1)[1] if ":" in ln else "")
-    return lines[-1] if lines else ""
+    """The cause a failed run recorded: the first line of its error.txt ('Type: message' of the
+    root cause, e.g. 'PretrainedWeightsError: could not download ...')."""
+    lines = [ln.strip() for ln in Path(error_file).read_text().strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
 
 
 def ensemble(runs: pd.DataFrame, preds: dict[str, pd.DataFrame], part: str = "test") -> pd.DataFrame:

@@ -122,11 +122,21 @@ def make_trainer(cfg: DictConfig, accel: str, precision: str):
 
 
 def predict_probs(trainer, model, loader) -> tuple[np.ndarray, np.ndarray]:
-    """(manifest row indices, probabilities of class 1) over one dataloader."""
+    """(manifest row indices [N], probabilities of class 1 [N]) over one dataloader."""
     outs = trainer.predict(model, dataloaders=loader, return_predictions=True)
     idx = torch.cat([o["idx"] for o in outs]).numpy()
     prob = torch.cat([o["prob"] for o in outs]).numpy()
     return idx, prob
+
+
+def trained_on(cfg: DictConfig, manifest: Path) -> dict:
+    """What a run was trained on: {'kind': 'phantom' | 'manifest', 'manifest', 'sha1'}. A
+    manifest that osteo's phantom generator wrote (phantom.json beside it) counts as phantom."""
+    import hashlib
+
+    phantom = not cfg.data.manifest or (Path(manifest).parent / "phantom.json").exists()
+    return {"kind": "phantom" if phantom else "manifest", "manifest": str(manifest),
+            "sha1": hashlib.sha1(Path(manifest).read_bytes()).hexdigest()}
 
 
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -150,7 +160,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     if done is not None:
         log.info("%s: finished run with the same config found, skipping", out_dir)
         return done
-    for stale in ("metrics.json", "predictions.csv", "error.txt", WEIGHTS_FILE, "best.ckpt"):
+    for stale in ("metrics.json", "predictions.csv", "error.txt", WEIGHTS_FILE, "best.ckpt", "ood.safetensors"):
         (out_dir / stale).unlink(missing_ok=True)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -194,6 +204,13 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     t_pred = time.perf_counter() - t0
     n_pred = sum(len(v[0]) for v in parts.values())
 
+    from osteo import ood
+
+    dm.use_features(None)  # the detector reads every block: a plain forward over the ROIs
+    dev = "cuda" if accel == "gpu" else "cpu"
+    stats = {part: ood.block_statistics(model, dm.loader(part), dev) for part in ("train", "val", "test")}
+    detector = ood.fit(stats["train"], stats["val"], float(cfg.get("ood_percentile", 99.0)))
+    ood.save(detector, out_dir / "ood.safetensors")
     y = dm.labels
     vi, vp = parts["val"]
     ti, tp = parts["test"]
@@ -216,6 +233,9 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "predict_images_per_s": round(n_pred / t_pred, 2) if t_pred else None,
         "manifest": str(dm.manifest_file), "splits": str(dm.split_path),
         "provenance": provenance(accel, precision),
+        "trained_on": trained_on(cfg, dm.manifest_file),
+        "ood": {"percentile": float(detector["percentile"]), "threshold": float(detector["threshold"]),
+                "test_flagged_fraction": float((ood.score(detector, stats["test"]) > 1).mean())},
     }
     rows = []
     for part, (idx, prob) in parts.items():
@@ -231,32 +251,49 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 
 def run(cfg: DictConfig, out_dir: str | Path, in_sweep: bool = False) -> dict | None:
-    """``train`` that records a failure in ``out_dir/error.txt``; inside a sweep the failure
-    is returned as None so the next run goes on, otherwise it is raised."""
+    """``train`` that records a failure in ``out_dir/error.txt`` (first line: its cause, then the
+    traceback); inside a sweep the failure is returned as None so the next run goes on,
+    otherwise it is raised."""
+    from osteo.cli import describe_error, root_cause, user_error
+
     try:
         return train(cfg, out_dir)
     except Exception as e:
+        cause = describe_error(user_error(e) or root_cause(e))
         if not isinstance(e, RunConflictError):  # a conflict leaves the finished run's files alone
-            atomic_write_text(Path(out_dir) / "error.txt", traceback.format_exc())
-        log.error("run failed: %s: %s%s", type(e).__name__, str(e).splitlines()[0] if str(e) else "",
-                  "" if isinstance(e, RunConflictError) else f" (traceback in {Path(out_dir) / 'error.txt'})")
+            atomic_write_text(Path(out_dir) / "error.txt", f"{cause}\n\n{traceback.format_exc()}")
+        log.error("run failed: %s%s", cause.splitlines()[0],
+                  "" if isinstance(e, RunConflictError) else f" (details in {Path(out_dir) / 'error.txt'})")
         if in_sweep:
             return None
         raise
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> dict:
+    """One run. Returns {'status': 'finished' | 'skipped' | 'failed', 'run', 'val_auc', 'cause'},
+    which the sweeper summarises. A single run's user mistake exits 2 with one line."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from osteo.cli import user_errors_exit
+    from osteo.runs import error_cause
 
     hc = HydraConfig.get()
     launcher_cpus = hc.launcher.get("cpus_per_task") if "launcher" in hc else None
     if launcher_cpus and cfg.get("cpus", "auto") == "auto":
         with open_dict(cfg):
             cfg.cpus = int(launcher_cpus)  # submitit's local executor does not restrict CPUs itself
-    metrics = run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
-    return None if metrics is None else metrics["val"]["auc"]
+    out = Path(hc.runtime.output_dir)
+    had_metrics = (out / "metrics.json").exists() and not cfg.get("overwrite")
+    sweep = hc.mode == RunMode.MULTIRUN
+    with user_errors_exit():
+        metrics = run(cfg, out, in_sweep=sweep)
+    if metrics is None:
+        cause = error_cause(out / "error.txt") if (out / "error.txt").exists() else "see the log above"
+        return {"status": "failed", "run": str(out), "val_auc": None, "cause": cause}
+    return {"status": "skipped" if had_metrics else "finished", "run": str(out),
+            "val_auc": metrics["val"]["auc"], "cause": ""}
 
 
 if __name__ == "__main__":

@@ -51,3 +51,21 @@ def test_border_band_ratio():
     r = border_band_ratio(cam, rows, band_px=5)
     assert r == pytest.approx(70 / 11)  # band is 11 of 70 rows
     assert border_band_ratio(np.ones((70, 350)), rows, 5) == 1.0
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_one_pass_cams_equal_pytorch_grad_cam(depth):
+    """predict's one-pass Grad-CAM (forward shared with the prediction, backward through the
+    head only) gives pytorch-grad-cam's maps and the model's own probabilities."""
+    from osteo.gradcam import probs_cams_features
+
+    torch.manual_seed(0)
+    m = DprClassifier("vgg16_tiny", depth=depth, input_hw=(70, 350)).eval()
+    x = torch.randn(3, 3, 70, 350)
+    probs, maps, feats = probs_cams_features(m, x)
+    ref = grad_cams(m, x)
+    assert maps.shape == ref.shape == (3, 70, 350)
+    assert np.abs(maps - ref).max() < 1e-5
+    with torch.no_grad():
+        assert np.allclose(probs, m(x).softmax(1)[:, 1].numpy(), atol=1e-6)
+    assert feats.shape == (3, 2 * (8 + 16 + 32 + 32 + 32))  # each block output's channel means and SDs

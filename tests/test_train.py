@@ -227,7 +227,9 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):
         [o for o in tiny_overrides(out, phantom_dir / "manifest.csv") if not o.startswith("paths.")] + \
         ["trainer.max_epochs=1"]
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=420)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]  # the sweep goes on, but a failed run fails the command
+    assert "sweep: 1 finished, 0 skipped, 1 failed (of 2 runs)" in r.stdout + r.stderr
+    assert "1 run(s) failed: SplitError: fold 9 does not exist" in r.stdout + r.stderr
     tags = list((out / "sweeps" / "cli").glob("data=manifest-*,weights=scratch"))
     assert len(tags) == 1, list((out / "sweeps" / "cli").iterdir())
     runs = tags[0]

@@ -10,6 +10,7 @@ line then reaches only the grids that do not fix ``weights``.
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +60,36 @@ class GridsSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         n = self.max_batch_size or len(jobs) or 1
-        returns = []
+        returns, statuses = [], []
         for start in range(0, len(jobs), n):
             batch = jobs[start:start + n]
             self.validate_batch_is_legal(batch)
             results = self.launcher.launch(batch, initial_job_idx=start)
             for r in results:
-                _ = r.return_value  # raises if a job failed
+                statuses.append(r.return_value)  # raises if a job crashed outside the run
             returns.append(results)
+        if not summarise(statuses):
+            raise SystemExit(1)  # a sweep in which any run failed never exits 0
         return returns
+
+
+def summarise(statuses: list) -> bool:
+    """Log 'sweep: N finished, N skipped, N failed' and the first line of each distinct cause;
+    True when no run failed. ``statuses``: the task's return values (dicts with 'status' and
+    'cause'; other values count as finished)."""
+    log = logging.getLogger("osteo.sweep")
+    kinds = [s.get("status", "finished") if isinstance(s, dict) else "finished" for s in statuses]
+    counts = {k: kinds.count(k) for k in ("finished", "skipped", "failed")}
+    log.info("sweep: %d finished, %d skipped, %d failed (of %d runs)", counts["finished"], counts["skipped"],
+             counts["failed"], len(statuses))
+    causes: dict[str, int] = {}
+    for s in statuses:
+        if isinstance(s, dict) and s.get("status") == "failed":
+            first = (str(s.get("cause") or "unknown").splitlines() or ["unknown"])[0]
+            causes[first] = causes.get(first, 0) + 1
+    for cause, k in causes.items():
+        log.error("  %d run(s) failed: %s", k, cause)
+    return counts["failed"] == 0
 
 
 def _fmt(v: Any) -> str:

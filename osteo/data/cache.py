@@ -77,6 +77,8 @@ def image_boxes(df, roi: Mapping) -> list[tuple[int, int, int, int]]:
 
 def _build_one(args) -> tuple[str, str | None]:
     path, out, roi, box = args
+    if os.path.getsize(path) == 0:
+        return out, "the file is empty (0 bytes)"
     try:
         check_source_size(*image_size(path), roi.get("min_source_wh", (0, 0)))
         gray = read_gray(path, roi.get("window", "minmax"))
@@ -86,7 +88,7 @@ def _build_one(args) -> tuple[str, str | None]:
     except ValueError as e:
         return out, str(e)
     except Exception as e:  # noqa: BLE001 - report any decoder failure with the file
-        return out, f"cannot be read ({type(e).__name__}: {e})"
+        return out, f"not a readable image; PNG, JPEG, BMP, TIFF or DICOM expected ({type(e).__name__}: {e})"
     atomic_save_npy(out, arr)
     return out, None
 
@@ -129,13 +131,13 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
     if memo in _LOADED:
         arr, bad = _LOADED[memo]
         return arr.copy(), list(bad)
-    outs, todo, bad, first = [], [], [], {}
+    outs, todo, bad, first, first_path = [], [], [], {}, {}
     for i, (p, d, box) in enumerate(zip(paths, digs, boxes)):
         if d in first:
             bad.append((int(df["line"].iloc[i]), p,
-                        f"same image content as line {first[d]} ({paths[i]}): duplicate image"))
+                        f"same image content as line {first[d]} ({first_path[d]}): duplicate image"))
         else:
-            first[d] = int(df["line"].iloc[i])
+            first[d], first_path[d] = int(df["line"].iloc[i]), p
         key = hashlib.sha1(f"{d}|{skey}|{box}".encode()).hexdigest()
         out = cache_dir / "roi" / skey / f"{key}.npy"
         outs.append(out)

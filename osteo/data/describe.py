@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES = {0: "No osteoporosis", 1: "Osteoporosis"}
 
@@ -24,30 +27,53 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
             "Number of patients": str(g["patient_id"].nunique()),
             "Female / male": (f"{int((sex == 'F').sum())}/{int((sex == 'M').sum())}"
                               + (f" ({int(sex.isna().sum())} unknown)" if sex.isna().any() else "")),
-            "Mean age (+- SD)": (f"{age.mean():.1f} (+- {age.std():.1f})" if age.notna().any() else "n/a")
+            "Mean age (+- SD)": (f"{age.mean():.1f} (+- {_sd(age)})" if age.notna().any() else "n/a")
                                 + (f" ({int(age.isna().sum())} unknown)" if age.isna().any() and age.notna().any() else ""),
         }
     return pd.DataFrame(cols)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _sd(x: pd.Series) -> str:
+    """The SD to one decimal, or 'n/a' when fewer than two values exist."""
+    return f"{x.std():.1f}" if x.notna().sum() >= 2 else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print Table 1 of the manifest's valid rows; every image is opened (the ROI cache is
+    built), and bad rows and files are listed. Exit 0 when every row is fine, 1 otherwise."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        raise SystemExit(0 if argv else 2)
+        return 0 if argv else 2
     from osteo.cli import setup_logging
     from osteo.config import compose
-    from osteo.data.manifest import load_manifest
+    from osteo.data.cache import build_roi_cache
+    from osteo.data.manifest import consistency_warnings, load_manifest
 
     setup_logging()
-
     cfg = compose(argv[1:])
     lab = cfg.data.label
-    df = load_manifest(argv[0], lab.threshold, lab.inclusive)
+    bad_rows: list[tuple[int, str, str]] = []
+    df = load_manifest(argv[0], lab.threshold, lab.inclusive, skip_bad_rows=True, skipped_file=None,
+                       bad_out=bad_rows)
+    _, bad_files = build_roi_cache(df, cfg.data.roi, cfg.paths.cache, progress=True)
+    bad = sorted(bad_rows + bad_files)
+    if bad_files:
+        df = df[~df["line"].isin([b[0] for b in bad_files])]
+    for warning in consistency_warnings(df):
+        log.warning("%s", warning)
     rule = f"T-score {'<=' if lab.inclusive else '<'} {lab.threshold}"
-    print(f"Table 1: {argv[0]} (osteoporosis: {rule})")
+    print(f"Table 1: {argv[0]} (osteoporosis: {rule}; {len(df)} valid images)")
     print(table1(df).to_string())
+    if bad:
+        print(f"{len(bad)} bad row(s) or image(s), left out of Table 1:", file=sys.stderr)
+        for line, img, why in bad:
+            print(f"  line {line} ({img or '-'}): {why}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

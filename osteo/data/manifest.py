@@ -58,8 +58,44 @@ def handle_bad_rows(path: Path, bad: list[tuple[int, str, str]], skip: bool,
         log.warning("skipped rows listed in %s", skipped_file)
 
 
+def read_csv_table(path: Path) -> pd.DataFrame:
+    """A CSV file as strings, with a ManifestError that names the file for a missing, empty,
+    non-UTF-8 or unparsable one."""
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a folder; pass the manifest CSV file inside it")
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{path}: the manifest is empty; it needs a header line "
+                            "(image,patient_id,t_score) and one row per image") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {e.start}); save the manifest as UTF-8 CSV") from None
+    except pd.errors.ParserError as e:
+        raise ManifestError(f"{path}: not a readable CSV ({str(e).strip().splitlines()[-1]}); "
+                            "check quoting and that every row has the header's number of fields") from None
+
+
+def consistency_warnings(df: pd.DataFrame) -> list[str]:
+    """Problems that do not stop a run but deserve a look: one patient's rows disagreeing on
+    sex, and a class with fewer than 2 patients (no SD, no split)."""
+    out = []
+    if "sex" in df.columns and df["sex"].notna().any():
+        per = df.dropna(subset=["sex"]).groupby("patient_id")["sex"].nunique()
+        for pid in per[per > 1].index:
+            lines = df.loc[df["patient_id"] == pid, "line"].tolist()
+            out.append(f"patient {pid!r}: rows disagree on sex (lines {', '.join(map(str, lines))})")
+    for y, g in df.groupby("label"):
+        if g["patient_id"].nunique() < 2:
+            out.append(f"class {int(y)} has {g['patient_id'].nunique()} patient(s): too few to estimate a spread "
+                       "or to split")
+    return out
+
+
 def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = True,
-                  skip_bad_rows: bool = False, skipped_file: str | Path | None = None) -> pd.DataFrame:
+                  skip_bad_rows: bool = False, skipped_file: str | Path | None = None,
+                  bad_out: list | None = None) -> pd.DataFrame:
     """Read and validate a manifest CSV.
 
     Returns a DataFrame with one row per valid image and the columns ``line`` (the CSV line,
@@ -67,18 +103,22 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
     ``label`` (0/1), ``sex`` ('F'/'M' or None), ``age``, plus any extra columns (numeric where
     every value parses as a number).
     Bad rows raise ``ManifestError`` listing each of them, or, with ``skip_bad_rows``, are
-    dropped, printed and written to ``skipped_file`` (CSV: line, image, reason).
+    dropped, printed and written to ``skipped_file`` (CSV: line, image, reason); with
+    ``bad_out`` they are appended to that list instead (line, image, reason) and not printed.
+    A manifest with no valid row always raises.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_csv_table(path)
     missing = [c for c in ("image", "patient_id") if c not in df.columns]
     if "t_score" not in df.columns and "label" not in df.columns:
         missing.append("t_score (or label)")
     if missing:
-        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; "
-                            f"found {', '.join(df.columns)}")
+        header = ",".join(df.columns)
+        names = {";": "semicolon", "\t": "tab", "|": "bar"}
+        sep = next((s for s in names if s in header), None)
+        hint = (f"; the header looks {names[sep]}-separated: save the manifest as a comma-separated CSV" if sep
+                else "; the columns are image, patient_id and t_score (or label), optional sex, age")
+        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} (found {header[:120]}){hint}")
     root = path.parent
     rows, bad, seen = [], [], {}
     for i, rec in enumerate(df.to_dict("records")):
@@ -88,6 +128,8 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
         img = (root / rel).resolve() if rel else None
         if not rel:
             errs.append("column 'image' is empty")
+        elif img.is_dir():
+            errs.append(f"column 'image': {img} is a folder, not an image file")
         elif not img.is_file():
             errs.append(f"column 'image': file {img} not found")
         elif str(img) in seen:
@@ -140,10 +182,13 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
         out.update(line=line, image=str(img), image_rel=rel, patient_id=pid, t_score=t,
                    label=label, sex=sex, age=age)
         rows.append(out)
-    if bad:
-        handle_bad_rows(path, bad, skip_bad_rows, skipped_file, "bad row(s)")
     if not rows:
-        raise ManifestError(f"{path}: no valid rows")
+        listing = "".join(f"\n  {path.name} line {ln} ({rel or '-'}): {why}" for ln, rel, why in bad[:20])
+        raise ManifestError(f"{path}: no valid rows{' (' + str(len(bad)) + ' bad)' if bad else ''}{listing}")
+    if bad and bad_out is not None:
+        bad_out.extend(bad)
+    elif bad:
+        handle_bad_rows(path, bad, skip_bad_rows, skipped_file, "bad row(s)")
     out = pd.DataFrame(rows)
     for col in set(df.columns) - KNOWN_COLUMNS:  # extra columns: numbers where they all parse
         try:

@@ -370,7 +370,7 @@ def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) ->
         return generate(out, p, workers=workers)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=680, help="number of phantoms (default 680)")
@@ -381,9 +381,17 @@ def main(argv: list[str] | None = None) -> None:
                     help="0: one device (default); 1: multi-device spread of real DPRs")
     ap.add_argument("--workers", type=int, default=None)
     a = ap.parse_args(argv)
-    from osteo.cli import setup_logging
+    from osteo.cli import UserError, setup_logging
 
     setup_logging()
+    if a.n < 1:
+        raise UserError(f"--n {a.n}: give the number of phantoms to make (1 or more)")
+    if a.difficulty < 0 or a.framing_spread < 0:
+        raise UserError("--difficulty and --framing-spread must be 0 or more")
+    if a.workers is not None and a.workers < 1:
+        raise UserError(f"--workers {a.workers}: give 1 or more")
+    if Path(a.out).is_file():
+        raise UserError(f"--out {a.out} is a file; give a folder for the images and manifest")
     p = PhantomParams(n=a.n, seed=a.seed, difficulty=a.difficulty, framing_spread=a.framing_spread)
     manifest = generate(a.out, p, workers=a.workers)
     info = json.loads((Path(a.out) / "phantom.json").read_text())
@@ -394,7 +402,10 @@ def main(argv: list[str] | None = None) -> None:
         log.info(f"  class {y}: n={st['n']} F/M={st['female']}/{st['male']} age {st['age_mean']:.1f} +- "
                  f"{st['age_sd']:.1f} cortex {st['cw_mean']:.2f} +- {st['cw_sd']:.2f} mm")
     log.info(f"contact sheet: {Path(a.out) / 'contact_sheet.png'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -29,33 +29,47 @@ def roi_sheet(rois: np.ndarray, captions: list[str], cols: int = 2) -> Image.Ima
     return sheet
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Write the ROI sheet of the manifest's valid images; bad rows and unreadable images are
+    listed (never drawn). Exit 0 when every picked image was drawn, 1 otherwise."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("manifest")
     ap.add_argument("--out", default="outputs/roi_sheet.png")
     ap.add_argument("--n", type=int, default=16, help="number of ROIs (half per class)")
     a, overrides = ap.parse_known_args(argv)  # the rest: Hydra overrides, e.g. data.roi.scale=0.5
-    from osteo.cli import setup_logging
-
-    setup_logging()
+    from osteo.cli import UserError, setup_logging
     from osteo.config import compose
     from osteo.data.cache import build_roi_cache
     from osteo.data.manifest import load_manifest
+    from osteo.io import atomic_save_image
 
+    setup_logging()
+    if a.n < 1:
+        raise UserError(f"--n {a.n}: the sheet needs at least one ROI")
+    if not a.out.lower().endswith((".png", ".jpg", ".jpeg")):
+        raise UserError(f"--out {a.out}: the sheet is an image; give a .png or .jpg path")
     cfg = compose(overrides)
     d = cfg.data
-    df = load_manifest(a.manifest, d.label.threshold, d.label.inclusive)
+    bad_rows: list[tuple[int, str, str]] = []
+    df = load_manifest(a.manifest, d.label.threshold, d.label.inclusive, skip_bad_rows=True, bad_out=bad_rows)
     pick = np.concatenate([np.flatnonzero(df["label"].to_numpy() == c)[: (a.n + 1) // 2] for c in (0, 1)])
     sub = df.iloc[pick].reset_index(drop=True)
-    rois, bad = build_roi_cache(sub, d.roi, cfg.paths.cache)
+    rois, bad_files = build_roi_cache(sub, d.roi, cfg.paths.cache)
+    bad = sorted(bad_rows + bad_files)
     for line, img, why in bad:
-        log.warning("line %s (%s): %s", line, img, why)
+        log.warning("line %s (%s): %s", line, img or "-", why)
+    good = ~sub["line"].isin([b[0] for b in bad_files]).to_numpy()
+    if not good.any():
+        raise UserError(f"{a.manifest}: none of the {len(sub)} picked images could be read; see the list above")
     caps = [f"{'OSTEOPOROSIS' if r.label else 'normal'}  T={r.t_score}  {Path(r.image).name}"
-            for r in sub.itertuples()]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    roi_sheet(rois, caps).save(a.out)
-    log.info("wrote %s (%d ROIs of %dx%d px, W x H)", a.out, len(sub), rois.shape[2], rois.shape[1])
+            for r in sub[good].itertuples()]
+    atomic_save_image(a.out, roi_sheet(rois[good], caps))
+    log.info("wrote %s (%d ROIs of %dx%d px, W x H)%s", a.out, int(good.sum()), rois.shape[2], rois.shape[1],
+             f"; {len(bad)} bad row(s) or image(s) left out" if bad else "")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    main()
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -20,9 +20,11 @@ log = logging.getLogger("osteo.report")
 
 @hydra.main(config_path=str(CONF_DIR), config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from osteo.cli import user_errors_exit
     from osteo.report.build import build_report, command_line
 
-    s = build_report(cfg.report.runs_dir, cfg.report.out_dir, cfg.report, command_line())
+    with user_errors_exit():
+        s = build_report(cfg.report.runs_dir, cfg.report.out_dir, cfg.report, command_line())
     log.info("report: %s/index.html (%d configurations, %d missing/failed runs listed)", cfg.report.out_dir,
              len(s["configs"]), len(s["missing"]))
     if s.get("best"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import json
 import logging
 import shlex
@@ -161,14 +160,16 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     summary. Runs of different data sets (manifest or split file) are never merged: each data
     set gets its own report in ``out_dir/data-N/`` and index.html lists them."""
     runs_dir, out = Path(runs_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     runs, preds, problems = load_runs(runs_dir)
     if not len(runs):
-        missing = pd.DataFrame(problems, columns=["run", "status", "detail"])
-        atomic_write_csv(out / "missing_runs.csv", missing)
-        atomic_write_text(out / "index.html", f"<html><body><h1>osteo report</h1><p>No finished runs under "
-                          f"{html.escape(str(runs_dir))}.</p>{_table_html(missing)}</body></html>")
-        return {"configs": {}, "missing": problems, "reports": []}
+        from osteo.cli import UserError
+
+        elsewhere = sorted({str(p.parents[2]) for p in runs_dir.parent.glob("*/sweeps/*/*/*/metrics.json")})
+        hint = (f"; finished runs are under {elsewhere[0]}: for the demo use python -m osteo.report experiment=demo"
+                if elsewhere else "; train first (python -m osteo.train +sweep=...), or set report.runs_dir")
+        failed = sum(p["status"] == "failed" for p in problems)
+        raise UserError(f"no finished runs under {runs_dir}" + (f" ({failed} failed)" if failed else "") + hint)
+    out.mkdir(parents=True, exist_ok=True)
     groups = list(runs.groupby("data", sort=True))
     if len(groups) == 1:
         return _build_one(runs, preds, problems, out, rcfg, command)

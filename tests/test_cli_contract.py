@@ -1,0 +1,339 @@
+"""The CLI contract, case by case: a user's mistake is reported in lines that name the file,
+row, column or setting, with a non-zero exit and no traceback; bad rows and files are listed
+while the good ones go on; a command that did nothing useful never exits 0; nothing
+half-written is left behind. Every command is covered: describe, preview, phantom, predict,
+train and report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from osteo.cli import run_cli
+from osteo.data import describe, phantom, preview
+
+W, H = 640, 330  # just above the minimum source size (600 x 315)
+
+
+def png(path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (H, W), dtype=np.uint8)).save(path)
+    return path
+
+
+def dataset(root: Path, rows: list[dict] | None = None, n: int = 8) -> Path:
+    """A folder with n good images and a manifest; ``rows`` replaces the manifest's rows."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        png(root / f"i{i}.png", i)
+    rows = rows if rows is not None else [
+        {"image": f"i{i}.png", "patient_id": f"p{i}", "t_score": -3.0 if i % 2 else -1.0, "sex": "F",
+         "age": 60 + i} for i in range(n)]
+    cols = list(dict.fromkeys(k for r in rows for k in r)) or ["image", "patient_id", "t_score"]
+    lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root / "manifest.csv"
+
+
+def good_rows(n: int = 8) -> list[dict]:
+    return [{"image": f"i{i}.png", "patient_id": f"p{i}", "t_score": -3.0 if i % 2 else -1.0, "sex": "F",
+             "age": 60 + i} for i in range(n)]
+
+
+def with_row(change: dict, index: int = 2) -> list[dict]:
+    rows = good_rows()
+    rows[index] = {**rows[index], **change}
+    return rows
+
+
+# ------------------------------------------------------------------ manifest and image cases
+# (name, setup(root) -> manifest path, expected exit code of describe, text that must appear)
+
+def _missing(root):
+    return root / "nowhere.csv"
+
+
+def _folder(root):
+    dataset(root)
+    return root
+
+
+def _empty(root):
+    dataset(root)
+    (root / "manifest.csv").write_bytes(b"")
+    return root / "manifest.csv"
+
+
+def _header_only(root):
+    return dataset(root, rows=[])
+
+
+def _semicolon(root):
+    m = dataset(root)
+    m.write_text(m.read_text().replace(",", ";"))
+    return m
+
+
+def _tab(root):
+    m = dataset(root)
+    m.write_text(m.read_text().replace(",", "\t"))
+    return m
+
+
+def _latin1(root):
+    m = dataset(root)
+    m.write_bytes(m.read_bytes().replace(b"p2,", "Jos\u00e9,".encode("latin-1")))
+    return m
+
+
+def _no_t_score(root):
+    return dataset(root, rows=[{k: v for k, v in r.items() if k != "t_score"} for r in good_rows()])
+
+
+def _bad_t(root):
+    return dataset(root, rows=with_row({"t_score": "low"}))
+
+
+def _no_file(root):
+    return dataset(root, rows=with_row({"image": "gone.png"}))
+
+
+def _image_folder(root):
+    (root / "sub").mkdir(parents=True)
+    return dataset(root, rows=with_row({"image": "sub"}))
+
+
+def _zero_byte(root):
+    m = dataset(root)
+    (root / "i2.png").write_bytes(b"")
+    return m
+
+
+def _truncated(root):
+    m = dataset(root)
+    data = (root / "i2.png").read_bytes()
+    (root / "i2.png").write_bytes(data[: len(data) // 3])
+    return m
+
+
+def _not_an_image(root):
+    m = dataset(root)
+    (root / "i2.png").write_text("this is a text file, not a radiograph\n")
+    return m
+
+
+def _too_small(root):
+    m = dataset(root)
+    Image.fromarray(np.zeros((100, 200), np.uint8)).save(root / "i2.png")
+    return m
+
+
+def _same_bytes(root):
+    m = dataset(root)
+    (root / "i3.png").write_bytes((root / "i2.png").read_bytes())
+    return m
+
+
+def _same_path(root):
+    return dataset(root, rows=with_row({"image": "i1.png", "patient_id": "p1"}))
+
+
+def _sex_code(root):
+    return dataset(root, rows=with_row({"sex": "X"}))
+
+
+def _age(root):
+    return dataset(root, rows=with_row({"age": 212}))
+
+
+def _label_conflict(root):
+    return dataset(root, rows=with_row({"label": 0, "t_score": -3.0}))
+
+
+def _sex_conflict(root):
+    rows = good_rows()
+    rows[3] = {**rows[3], "patient_id": "p2", "sex": "M"}
+    return dataset(root, rows=rows)
+
+
+def _one_patient_class(root):
+    rows = good_rows()
+    for r in rows:
+        r["t_score"] = -1.0
+    rows[0]["t_score"] = -3.0
+    return dataset(root, rows=rows)
+
+
+DESCRIBE_CASES = [
+    ("manifest missing", _missing, 2, "manifest not found"),
+    ("manifest is a folder", _folder, 2, "is a folder"),
+    ("empty manifest file", _empty, 2, "is empty"),
+    ("header but no rows", _header_only, 2, "no valid rows"),
+    ("semicolon-separated", _semicolon, 2, "semicolon-separated"),
+    ("tab-separated", _tab, 2, "tab-separated"),
+    ("not UTF-8", _latin1, 2, "not UTF-8"),
+    ("no t_score column", _no_t_score, 2, "missing column(s) t_score (or label)"),
+    ("non-numeric t_score", _bad_t, 1, "line 4 (i2.png): column 't_score': 'low' is not a number"),
+    ("image file missing", _no_file, 1, "gone.png not found"),
+    ("image is a folder", _image_folder, 1, "is a folder, not an image file"),
+    ("zero-byte image", _zero_byte, 1, "i2.png): the file is empty (0 bytes)"),
+    ("truncated image", _truncated, 1, "i2.png): cannot be read as an image (OSError: image file is truncated)"),
+    ("text file named .png", _not_an_image, 1, "i2.png): not a readable image"),
+    ("image too small", _too_small, 1, "i2.png): image is 200x100 (W x H), smaller than the 600x315"),
+    ("same bytes, two names", _same_bytes, 1, "i3.png): same image content as line 4 ("),
+    ("same path twice", _same_path, 1, "duplicate of line"),
+    ("unknown sex code", _sex_code, 1, "column 'sex': unknown code 'X'"),
+    ("impossible age", _age, 1, "outside 0..130"),
+    ("label contradicts t_score", _label_conflict, 1, "column 'label' is 0 but t_score -3.0 gives 1"),
+    ("patient rows disagree on sex", _sex_conflict, 0, "patient 'p2': rows disagree on sex"),
+    ("class with one patient", _one_patient_class, 0, "class 1 has 1 patient(s)"),
+]
+
+
+@pytest.mark.parametrize("name,setup,code,text", DESCRIBE_CASES, ids=[c[0] for c in DESCRIBE_CASES])
+def test_describe(name, setup, code, text, tmp_path, capsys, caplog, monkeypatch):
+    monkeypatch.setenv("OSTEO_OUTPUTS", str(tmp_path / "outputs"))
+    manifest = setup(tmp_path / "data")
+    rc = run_cli(describe.main, [str(manifest), f"paths.outputs={tmp_path / 'outputs'}"])
+    out = capsys.readouterr()
+    said = out.out + out.err + caplog.text
+    assert rc == code, said
+    assert text in said, said
+    assert "Traceback" not in said
+    if code == 2:
+        assert out.err.startswith("osteo: error: ") and str(manifest.name) in out.err
+    if code == 1:  # bad rows listed with their line; Table 1 still printed for the good ones
+        assert "Table 1" in out.out and "line " in out.err
+    if name == "class with one patient":
+        assert "(+- n/a)" in out.out
+
+
+# ------------------------------------------------------------------ preview and phantom
+
+def test_preview_lists_unreadable_images_and_never_draws_them(tmp_path, caplog):
+    m = _truncated(tmp_path / "data")
+    out = tmp_path / "sheet.png"
+    rc = run_cli(preview.main, [str(m), "--out", str(out), "--n", "8", f"paths.outputs={tmp_path / 'o'}"])
+    assert rc == 1 and out.exists()
+    assert "line 4" in caplog.text and "i2.png" in caplog.text and "7 ROIs" in caplog.text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--n", "0"], "--n 0"),
+    (["--out", "sheet.txt"], "give a .png or .jpg"),
+])
+def test_preview_bad_options(args, text, tmp_path, capsys):
+    m = dataset(tmp_path / "data")
+    rc = run_cli(preview.main, [str(m)] + args + [f"paths.outputs={tmp_path / 'o'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and text in err and "Traceback" not in err
+
+
+def test_preview_with_nothing_readable_fails(tmp_path, capsys):
+    m = dataset(tmp_path / "data")
+    for f in (tmp_path / "data").glob("*.png"):
+        f.write_bytes(b"broken")
+    out = tmp_path / "sheet.png"
+    rc = run_cli(preview.main, [str(m), "--out", str(out), f"paths.outputs={tmp_path / 'o'}"])
+    assert rc == 2 and "none of the" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--n", "0"], "--n 0"),
+    (["--n", "2", "--workers", "0"], "--workers 0"),
+    (["--n", "2", "--difficulty", "-1"], "--difficulty"),
+])
+def test_phantom_bad_options(args, text, tmp_path, capsys):
+    rc = run_cli(phantom.main, args + ["--out", str(tmp_path / "ph")])
+    err = capsys.readouterr().err
+    assert rc == 2 and text in err and not (tmp_path / "ph").exists()
+
+
+def test_phantom_out_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert run_cli(phantom.main, ["--n", "2", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ predict
+
+def run_dir(tiny_sweep):
+    return tiny_sweep / "sweeps" / "finetune_depth" / "backbone=vgg16_tiny,depth=5,fold=0"
+
+
+def test_predict_on_an_empty_folder_leaves_nothing(tiny_sweep, tmp_path, capsys):
+    from osteo.predict import main
+
+    (tmp_path / "empty").mkdir()
+    rc = run_cli(main, [str(tmp_path / "empty"), "--model", str(run_dir(tiny_sweep)), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no images found" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["missing model", "manifest without image column", "batch size 0"])
+def test_predict_bad_arguments(case, tiny_sweep, tmp_path, capsys):
+    from osteo.predict import main
+
+    png(tmp_path / "x.png")
+    model = str(run_dir(tiny_sweep))
+    if case == "missing model":
+        args, text = [str(tmp_path / "x.png"), "--model", str(tmp_path / "nope")], "not found"
+    elif case == "manifest without image column":
+        (tmp_path / "m.csv").write_text("file,patient_id\nx.png,p1\n")
+        args, text = [str(tmp_path / "m.csv"), "--model", model], "needs an 'image' column"
+    else:
+        args, text = [str(tmp_path / "x.png"), "--model", model, "--batch-size", "0"], "--batch-size 0"
+    rc = run_cli(main, args + ["--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and text in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "predictions.csv").exists()
+
+
+# ------------------------------------------------------------------ train and report (Hydra)
+
+def hydra_cli(module, args, tmp_path, timeout=240):
+    env = {**os.environ, "OSTEO_OUTPUTS": str(tmp_path / "outputs")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=tmp_path)
+
+
+TINY = ["backbone=vgg16_tiny", "data.roi.scale=0.5", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+
+
+def test_train_with_a_bad_manifest_is_one_line(tmp_path):
+    m = dataset(tmp_path / "data", rows=with_row({"t_score": "low"}))
+    r = hydra_cli("osteo.train", [f"data.manifest={m}"] + TINY, tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "osteo: error: " in r.stderr and "column 't_score': 'low' is not a number" in r.stderr
+    assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
+
+
+def test_train_with_an_impossible_split_is_one_line(tmp_path):
+    m = dataset(tmp_path / "data")
+    r = hydra_cli("osteo.train", [f"data.manifest={m}"] + TINY, tmp_path)  # 8 images, 68 test per class asked
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "osteo: error: " in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_sweep_whose_runs_fail_ends_with_a_summary_and_fails(tmp_path, phantom_dir):
+    r = hydra_cli("osteo.train", ["-m", "fold=0,1", "weights=timm", f"data.manifest={phantom_dir / 'manifest.csv'}",
+                                  "data.split.test_per_class=30"] + TINY, tmp_path)
+    said = r.stdout + r.stderr
+    assert r.returncode == 1, said[-3000:]
+    assert "sweep: 0 finished, 0 skipped, 2 failed (of 2 runs)" in said
+    assert "2 run(s) failed: PretrainedWeightsError: timm has no pretrained weights for 'vgg16_tiny'" in said
+
+
+def test_report_with_no_runs_does_not_exit_0(tmp_path):
+    r = hydra_cli("osteo.report", [], tmp_path)
+    assert r.returncode == 2 and "osteo: error: no finished runs under" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "outputs" / "report" / "index.html").exists()
