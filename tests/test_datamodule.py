@@ -70,7 +70,7 @@ def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phanto
     (d / "images" / "dpr_0003.png").write_bytes(b"broken")
     from osteo.data.manifest import ManifestError
 
-    with pytest.raises(ManifestError, match=r"line 5 .*dpr_0003.png.*cannot be read"):
+    with pytest.raises(ManifestError, match=r"line 5 .*dpr_0003.png.*not a readable image"):
         make_dm(compose_cfg, tmp_path, d)
     cfg, dm = make_dm(compose_cfg, tmp_path, d, **{"data.skip_bad_rows": "true"})
     assert len(dm.df) == 239

@@ -80,5 +80,6 @@ def test_small_unreadable_and_duplicate_images_are_reported_by_line(tmp_path):
     reasons = {line: why for line, _, why in bad}
     assert set(reasons) == {3, 4, 5}
     assert "200x100" in reasons[3] and "smaller" in reasons[3]
-    assert "cannot be read" in reasons[4]
+    assert "not a readable image" in reasons[4]
     assert "duplicate" in reasons[5] and "line 2" in reasons[5]
+    assert str(tmp_path / "d0.png") in reasons[5]  # the message names the other file, not this one again
