@@ -88,6 +88,8 @@ def test_report_from_fabricated_runs_reproduces_known_figures(tmp_path):
         assert (tmp_path / "report" / ref).exists(), ref
     for f in ("table1.csv", "table2.csv", "paired_tests.csv", "missing_runs.csv"):
         assert (tmp_path / "report" / f).exists()
+    t2 = pd.read_csv(tmp_path / "report" / "table2.csv", keep_default_na=False)
+    assert t2.loc[t2["configuration"] == "age + sex (logistic regression)", "val AUC (selection)"].item() == "n/a"
     paired = pd.read_csv(tmp_path / "report" / "paired_tests.csv")
     assert set(paired["configuration"]) == {"vgg16 TF0, w", "age + sex (logistic regression)"}
     assert (paired["p (Holm)"] >= paired["p"]).all()

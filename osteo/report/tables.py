@@ -100,7 +100,7 @@ def table2(summaries: dict[str, dict]) -> pd.DataFrame:
         rows.append({"configuration": label, "folds": s["folds"], "AUC": f("auc"), "sensitivity": f("sensitivity"),
                      "specificity": f("specificity"), "accuracy": f("accuracy"),
                      "trainable params": f"{s['trainable']:,}",
-                     "val AUC (selection)": f"{s['val_auc_mean']:.3f}",
+                     "val AUC (selection)": f"{s['val_auc_mean']:.3f}" if s["val_auc_mean"] == s["val_auc_mean"] else "n/a",
                      "ensemble test AUC [95% CI]": f"{s['ens_auc']:.3f} [{s['ens_lo']:.3f}, {s['ens_hi']:.3f}]",
                      "sens / spec at val-chosen threshold": f"{s['ens_sens_at_thr']:.3f} / {s['ens_spec_at_thr']:.3f}",
                      "sens / spec at val-chosen 90% sensitivity": f"{s['sens_at_sens90']:.3f} / {s['spec_at_sens90']:.3f}",
