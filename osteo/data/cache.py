@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -98,20 +99,13 @@ def _build_many(todo: list, num_workers: int | None, progress: bool) -> dict[str
     CPUs this job may use); returns {cache file: reason} for the images that failed."""
     errors: dict[str, str] = {}
     workers = min(num_workers or available_cpus(), max(len(todo), 1))
-    with tqdm(total=len(todo), desc="ROI cache", unit="img", disable=not progress) as bar:
-        if workers > 1 and len(todo) > 4:
-            with ProcessPoolExecutor(workers) as ex:
-                results = ex.map(_build_one, todo, chunksize=4)
-                for out, err in results:
-                    if err:
-                        errors[out] = err
-                    bar.update()
-        else:
-            for t in todo:
-                out, err = _build_one(t)
-                if err:
-                    errors[out] = err
-                bar.update()
+    parallel = workers > 1 and len(todo) > 4
+    with tqdm(total=len(todo), desc="ROI cache", unit="img", disable=not progress) as bar, \
+            (ProcessPoolExecutor(workers) if parallel else nullcontext()) as ex:
+        for out, err in (ex.map(_build_one, todo, chunksize=4) if parallel else map(_build_one, todo)):
+            if err:
+                errors[out] = err
+            bar.update()
     return errors
 
 
