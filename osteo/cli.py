@@ -45,28 +45,24 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
             RunConflictError, UnsafeCheckpointError)
 
 
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and the exceptions behind it (``raise ... from``, or raised while handling), outermost first."""
+    out: list[BaseException] = []
+    while e is not None and all(e is not seen for seen in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
 def root_cause(e: BaseException) -> BaseException:
-    """The innermost exception of a chain (``raise ... from``, or raised while handling)."""
-    seen = set()
-    while id(e) not in seen:
-        seen.add(id(e))
-        nxt = e.__cause__ or e.__context__
-        if nxt is None:
-            break
-        e = nxt
-    return e
+    """The innermost exception of a chain."""
+    return _chain(e)[-1]
 
 
 def user_error(e: BaseException) -> BaseException | None:
     """The user mistake behind ``e`` (itself or any exception in its chain), or None."""
     types = _user_error_types()
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, types):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return next((x for x in _chain(e) if isinstance(x, types)), None)
 
 
 def describe_error(e: BaseException) -> str:

@@ -113,10 +113,10 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
 def ensemble_threshold(run_dirs: list[Path]) -> float:
     """The decision threshold: Youden's on the runs' pooled out-of-fold validation predictions
     (one model's probability each), applied to each model's own probability (see osteo/runs.py)."""
-    from osteo.runs import oof_thresholds
+    from osteo.runs import ensemble_frames, oof_thresholds
 
-    frames = [pd.read_csv(d / "predictions.csv", dtype={"patient_id": str}) for d in run_dirs]
-    return oof_thresholds(frames)["youden"]
+    oof = ensemble_frames([pd.read_csv(d / "predictions.csv", dtype={"patient_id": str}) for d in run_dirs], "val")
+    return oof_thresholds(oof["label"], oof["prob"])["youden"]
 
 
 def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], caption: list[str],

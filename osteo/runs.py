@@ -134,13 +134,13 @@ def model_probabilities(frames: Sequence[pd.DataFrame], part: str = "test") -> t
     return meta, table.to_numpy().T
 
 
-def oof_thresholds(frames: Sequence[pd.DataFrame], sens_target: float | None = None) -> dict[str, float]:
-    """Thresholds chosen on the pooled out-of-fold validation predictions of a configuration's
-    fold runs: {'youden': ..., 'sensitivity': ...} (the latter for ``sens_target``)."""
-    oof = ensemble_frames(frames, "val")
-    out = {"youden": youden_threshold(oof["label"], oof["prob"])}
+def oof_thresholds(y_oof, p_oof, sens_target: float | None = None) -> dict[str, float]:
+    """Thresholds chosen on pooled out-of-fold validation labels and single-model probabilities
+    [n]: {'youden': ..., 'sensitivity': ...} (the latter for ``sens_target``). The one place
+    where report and predict choose their operating points."""
+    out = {"youden": youden_threshold(y_oof, p_oof)}
     if sens_target is not None:
-        out["sensitivity"] = threshold_for_sensitivity(oof["label"], oof["prob"], sens_target)
+        out["sensitivity"] = threshold_for_sensitivity(y_oof, p_oof, sens_target)
     return out
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from osteo.metrics import binary_metrics, youden_threshold
-from osteo.runs import ensemble, model_probabilities, vote
-from osteo.stats import delong_ci, delong_paired, expected_calibration_error, holm, threshold_for_sensitivity
+from osteo.metrics import binary_metrics
+from osteo.runs import ensemble, model_probabilities, oof_thresholds, vote
+from osteo.stats import delong_ci, delong_paired, expected_calibration_error, holm
 
 
 def operating_points(y_test, model_probs, y_oof, p_oof, sens_target: float = 0.9) -> dict:
@@ -24,8 +24,8 @@ def operating_points(y_test, model_probs, y_oof, p_oof, sens_target: float = 0.9
     model_probs = np.atleast_2d(np.asarray(model_probs, dtype=float))
     p_test = model_probs.mean(axis=0)
     auc, lo, hi = delong_ci(y_test, p_test)
-    thr = youden_threshold(y_oof, p_oof)
-    t90 = threshold_for_sensitivity(y_oof, p_oof, sens_target)
+    chosen = oof_thresholds(y_oof, p_oof, sens_target)
+    thr, t90 = chosen["youden"], chosen["sensitivity"]
     op = binary_metrics(y_test, vote(model_probs, thr)[0].astype(float), 0.5)
     op90 = binary_metrics(y_test, vote(model_probs, t90)[0].astype(float), 0.5)
     mean90 = binary_metrics(y_test, p_test, t90)
