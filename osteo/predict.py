@@ -29,6 +29,8 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
+from osteo.anatomy.mandible import FLAGGED, analyse, border_array, pixel_size
+from osteo.data.inputs import find_inputs
 from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
 from osteo.cli import UserError
 from osteo.io import atomic_write_csv, atomic_write_text
@@ -38,32 +40,6 @@ log = logging.getLogger(__name__)
 REFER, NO_REFER = "refer for DXA", "no referral"
 DISCLAIMER = ("osteo is a screening aid, not a diagnosis: 'refer for DXA' means the radiograph "
               "suggests low bone density worth measuring with DXA.")
-
-
-def find_inputs(inputs: list[str]) -> list[tuple[Path, tuple[int, int] | None]]:
-    """(image file, ROI origin or None) from files, folders (recursively) and manifests (their
-    'image' column, and 'roi_x0'/'roi_y0' where given)."""
-    out: list[tuple[Path, tuple[int, int] | None]] = []
-    for s in inputs:
-        p = Path(s)
-        if p.is_dir():
-            out += [(q, None) for q in sorted(p.rglob("*")) if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
-        elif p.suffix.lower() == ".csv":
-            from osteo.data.manifest import ManifestError, read_csv_table
-
-            try:
-                m = read_csv_table(p)
-            except ManifestError as e:
-                raise UserError(str(e)) from None
-            if "image" not in m.columns:
-                raise UserError(f"{p}: a manifest needs an 'image' column (found {', '.join(m.columns)})")
-            for r in m.to_dict("records"):
-                has_box = r.get("roi_x0", "") != "" and r.get("roi_y0", "") != ""
-                out.append(((p.parent / r["image"]).resolve(),
-                            (int(float(r["roi_x0"])), int(float(r["roi_y0"]))) if has_box else None))
-        else:
-            out.append((p, None))
-    return out
 
 
 def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> list[Path]:
@@ -120,9 +96,11 @@ def ensemble_threshold(run_dirs: list[Path]) -> float:
 
 
 def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], caption: list[str],
-                out: Path) -> Path:
-    """The resized DPR with the ROI box drawn, a light Grad-CAM inside it (the anatomy stays
-    visible) and a caption band above it (probability, decision, flags); PNG or JPEG by suffix."""
+                out: Path, border: np.ndarray | None = None) -> Path:
+    """The resized DPR with the ROI box (cyan) and the traced mandible border (green, float
+    rows per resized column, NaN where not traced) drawn, a light Grad-CAM inside the box (the
+    anatomy stays visible) and a caption band above it (probability, decision, flags); PNG or
+    JPEG by suffix."""
     from matplotlib import colormaps
     from PIL import Image, ImageDraw
 
@@ -134,12 +112,16 @@ def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], ca
     heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
     colour = colormaps["inferno"](heat)[..., :3] * 255
     alpha = (0.45 * heat)[..., None]  # strongest where the map is hot, clear where it is cold
-    base[y0:y0 + h, x0:x0 + w] = (1 - alpha) * base[y0:y0 + h, x0:x0 + w] + alpha * colour
+    hv = min(h, H - y0)  # a box may pass the image's bottom edge (placed at a low chin)
+    base[y0:y0 + hv, x0:x0 + w] = (1 - alpha[:hv]) * base[y0:y0 + hv, x0:x0 + w] + alpha[:hv] * colour[:hv]
     band = 18 * len(caption) + 8
     im = Image.new("RGB", (W, H + band), (0, 0, 0))
     im.paste(Image.fromarray(base.clip(0, 255).astype(np.uint8)), (0, band))
     draw = ImageDraw.Draw(im)
     draw.rectangle([x0, y0 + band, x0 + w - 1, y0 + band + h - 1], outline=(0, 255, 255), width=2)
+    if border is not None and np.isfinite(border).any():
+        xs = np.flatnonzero(np.isfinite(border))
+        draw.line([(int(x), float(border[x]) + band) for x in xs], fill=(0, 255, 0), width=1)
     for k, line in enumerate(caption):
         draw.text((8, 4 + 18 * k), line, fill=(255, 255, 255), font_size=15)
     return atomic_save_image(out, im, **({"quality": 90} if out.suffix == ".jpg" else {"compress_level": 1}))
@@ -163,7 +145,10 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     Columns: image, status ('ok', 'flagged: ...' or 'error: ...'), probability (the fold
     models' mean), decision, models_referring, threshold, ood_score (osteo.ood.score, the median
     over the models; above 1: unlike the training images), trained_on, cam_png, models,
-    model_dir, provenance. No decision is given for a flagged image, nor for any image when the
+    model_dir, provenance, and the ROI's placement: roi_x0, roi_y0 (resized pixels), placement
+    (fixed, manifest, ok, or flagged: the reason the mandible's border was not found), MCW
+    (mcw_left_mm, mcw_right_mm, mcw_mm) and pixel_mm where known. No decision is given for a
+    flagged image, nor for any image when the
     model was trained on phantoms, unless ``allow_phantom_model``.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -199,6 +184,8 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     decide = allow_phantom_model or not phantom_model
     cfg = run_config(dirs[0])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
+    anatomy = (OmegaConf.to_container(cfg.data.anatomy, resolve=True)
+               if roi.get("placement", "fixed") == "auto" and "anatomy" in cfg.data else None)
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     prov = provenance_line(provenance("gpu" if str(device).startswith("cuda") else "cpu", "32-true"))
     thr = ensemble_threshold(dirs)
@@ -221,14 +208,19 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
         scores = [ood.score(det, o[2]) for det, o in zip(dets, outs) if det is not None]
         ood_score = np.median(np.stack(scores), axis=0) if scores else np.full(len(batch), np.nan)
         maps = np.mean([o[1] for o in outs], axis=0) if cams else None
-        for k, (i, _, gray, box) in enumerate(batch):
+        for k, (i, _, gray, box, border) in enumerate(batch):
             r = rows[i]
             flagged = bool(ood_score[k] > 1)
+            misplaced = str(r["placement"]).startswith(FLAGGED)
             decision = (REFER if refer[k] else NO_REFER) if decide else "no decision: model trained on phantoms"
             if flagged:
                 decision = "no decision: unlike the training images"
-            r.update(status=f"flagged: unlike the training images (ood_score {ood_score[k]:.2f} > 1)" if flagged
-                     else "ok", probability=float(probs[k]), decision=decision, models_referring=int(votes[k]),
+            status = f"flagged: unlike the training images (ood_score {ood_score[k]:.2f} > 1)" if flagged else "ok"
+            if misplaced:  # the ROI may not hold the mandible's border: no decision on it
+                decision = "no decision: mandible border not found with confidence"
+                status = f"flagged: ROI not placed ({r['placement'][len(FLAGGED):]})" + (
+                    "; " + status[len(FLAGGED):] if flagged else "")
+            r.update(status=status, probability=float(probs[k]), decision=decision, models_referring=int(votes[k]),
                      ood_score=float(ood_score[k]))
             if maps is not None:
                 caption = [f"p(osteoporosis) = {probs[k]:.2f}   threshold {thr:.2f}   {votes[k]}/{len(models)} "
@@ -237,18 +229,32 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
                            + (f"trained on: {trained_on}" if phantom_model else "") + "   screening aid, not a diagnosis"]
                 path = out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.{cam_format}"
                 r["cam_png"] = str(path)
-                pending.append(writers.submit(cam_overlay, gray, maps[k], roi, box, caption, path))
+                pending.append(writers.submit(cam_overlay, gray, maps[k], roi, box, caption, path, border))
         batch.clear()
 
     try:
-        for f, origin in tqdm(files, desc="screening", unit="img", disable=not progress):
+        for f, origin, manifest_mm in tqdm(files, desc="screening", unit="img", disable=not progress):
             box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
             rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
-                         "models_referring": np.nan, "threshold": thr, "ood_score": np.nan, "cam_png": ""})
+                         "models_referring": np.nan, "threshold": thr, "ood_score": np.nan, "cam_png": "",
+                         "roi_x0": box[0], "roi_y0": box[1], "placement": "manifest" if origin else "fixed",
+                         "mcw_left_mm": np.nan, "mcw_right_mm": np.nan, "mcw_mm": np.nan, "pixel_mm": np.nan})
             try:
                 gray = read_gray(f, roi.get("window", "minmax"))
                 check_source_size(gray.shape[1], gray.shape[0], roi.get("min_source_wh", (0, 0)))
-                batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"]), gray, box))
+                border, overhang = None, 0
+                if anatomy is not None:  # the run placed its boxes per image: so does screening
+                    pix, src = pixel_size(f, manifest_mm, anatomy["mcw"]["pixel_mm"])
+                    found = analyse(gray, roi, anatomy, pix)
+                    border = border_array(found, roi["resize_wh"][0])
+                    if not origin:
+                        box = [found["roi_x0"], found["roi_y0"]] + list(roi["box_xywh"][2:])
+                        overhang = int(anatomy["box"]["max_overhang_px"])
+                    rows[-1].update(roi_x0=box[0], roi_y0=box[1], placement=found["status"] if not origin else "manifest",
+                                    mcw_left_mm=found["mcw_left_mm"], mcw_right_mm=found["mcw_right_mm"],
+                                    mcw_mm=found["mcw_mm"], pixel_mm=pix if src != "default" else np.nan)
+                batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"], overhang), gray, box,
+                              border))
             except (ImageReadError, ValueError, OSError) as e:
                 rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
                 log.warning("%s: %s", f, rows[-1]["status"])
@@ -304,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = int(df["status"].str.startswith("error").sum())
     flagged = int(df["status"].str.startswith("flagged").sum())
     refer = int((df["decision"] == REFER).sum())
-    log.info(f"{len(df) - failed} image(s) screened ({flagged} flagged as unlike the training images), "
+    log.info(f"{len(df) - failed} image(s) screened ({flagged} flagged: unlike the training images or ROI not placed), "
              f"{refer} to refer for DXA, {failed} failed (threshold {df['threshold'].iloc[0]:.3f}, "
              f"{df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
     log.info(f"{len(df) / seconds:.2f} images/s ({seconds:.1f} s, overlays {'off' if a.no_cam else 'on'})")

@@ -36,7 +36,7 @@ def test_sizes_and_spacing_like_real_dprs(phantom_dir):
     m = pd.read_csv(phantom_dir / "manifest.csv")
     assert m["width"].between(1348, 2820).all() and m["height"].between(685, 1348).all()
     assert ((m["width"] / m["height"]).between(1.85, 2.1)).all()
-    assert m["pixel_spacing_mm"].between(0.08, 0.2).all()
+    assert m["pixel_mm"].between(0.08, 0.2).all()
     img = read_gray(phantom_dir / m["image"][0])
     assert img.shape == (m["height"][0], m["width"][0])
 
@@ -66,7 +66,7 @@ def test_drawn_border_is_where_the_manifest_says(phantom_dir):
         img = read_gray(phantom_dir / r["image"]).astype(float)
         xs = np.linspace(r["border_xc"] - 0.4 * r["border_halfwidth"], r["border_xc"] + 0.4 * r["border_halfwidth"], 30)
         ys = border_y(xs, r)
-        px = r["cortical_width_mm"] / r["pixel_spacing_mm"]
+        px = r["cortical_width_mm"] / r["pixel_mm"]
         above = [img[int(y - 0.5 * px), int(x)] for x, y in zip(xs, ys)]
         below = [img[int(y + 0.8 * px + 6), int(x)] for x, y in zip(xs, ys)]
         diffs.append(np.mean(above) - np.mean(below))

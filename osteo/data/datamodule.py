@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -17,6 +19,8 @@ from osteo.data.cache import build_roi_cache
 from osteo.data.manifest import handle_bad_rows, load_manifest
 from osteo.data.normalise import normalise
 from osteo.data.splits import fold_indices, split_file
+
+log = logging.getLogger(__name__)
 
 
 class RoiDataset(Dataset):
@@ -59,7 +63,7 @@ class DprDataModule(pl.LightningDataModule):
                  augment: Sequence | None = None, skip_bad_rows: bool = False,
                  cache_dir: str = "outputs/cache", mean: Sequence[float] = (0.5, 0.5, 0.5),
                  std: Sequence[float] = (0.5, 0.5, 0.5), progress: bool = True,
-                 workers: int | None = None):
+                 workers: int | None = None, anatomy: Mapping | None = None):
         super().__init__()
         self.manifest_path = manifest
         self.phantom = dict(phantom or {})
@@ -76,6 +80,8 @@ class DprDataModule(pl.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.progress = progress
         self.workers = workers  # processes for phantoms and the ROI cache; None: this job's CPUs
+        self.anatomy = (OmegaConf.to_container(anatomy, resolve=True) if OmegaConf.is_config(anatomy)
+                        else anatomy)  # the mandible finder's settings (placement=auto)
         self.df: pd.DataFrame | None = None
         self.features: np.ndarray | None = None
 
@@ -100,12 +106,28 @@ class DprDataModule(pl.LightningDataModule):
         skipped = self.cache_dir / "skipped" / f"{path.stem}-skipped.csv"
         df = load_manifest(path, self.label_cfg["threshold"], self.label_cfg["inclusive"],
                            self.skip_bad_rows, skipped)
+        places: list[dict] = []
         rois, bad = build_roi_cache(df, self.roi, self.cache_dir, num_workers=self.workers,
-                                    progress=self.progress)
+                                    progress=self.progress, anatomy=self.anatomy, placements_out=places)
+        # the box each image was cropped with, and the finder's verdict and cortical width
+        place = pd.DataFrame(places, index=df.index)
+        df = df.assign(roi_x0=place["roi_x0"], roi_y0=place["roi_y0"], roi_status=place["status"],
+                       mcw_mm=place["mcw_mm"], mcw_left_mm=place["mcw_left_mm"],
+                       mcw_right_mm=place["mcw_right_mm"])
         if bad:
             handle_bad_rows(path, bad, self.skip_bad_rows, skipped, "image(s) failed", append=True)
             keep = ~df["line"].isin([b[0] for b in bad]).to_numpy()
             df, rois = df[keep].reset_index(drop=True), rois[keep]
+        flagged = df["roi_status"].str.startswith("flagged").to_numpy()
+        if flagged.any():
+            listing = "\n".join(f"  {path.name} line {r.line} ({r.image_rel}): {r.roi_status}"
+                                 for r in df[flagged].itertuples())
+            skip = self.roi.get("flagged", "skip") == "skip"
+            log.warning("%d image(s) where the mandible's border was not found with confidence (%s, "
+                        "data.roi.flagged=%s):\n%s", int(flagged.sum()),
+                        "left out" if skip else "used with the fixed box", "skip" if skip else "include", listing)
+            if skip:
+                df, rois = df[~flagged].reset_index(drop=True), rois[~flagged]
         s = self.split_cfg
         split_path = split_file(df, s.get("dir") or self.cache_dir.parent / "splits", int(s["seed"]),
                                 s.get("test_per_class"), s.get("test_fraction"), int(s["n_folds"]))

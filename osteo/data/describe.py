@@ -56,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     bad_rows: list[tuple[int, str, str]] = []
     df = load_manifest(argv[0], lab.threshold, lab.inclusive, skip_bad_rows=True, skipped_file=None,
                        bad_out=bad_rows)
-    _, bad_files = build_roi_cache(df, cfg.data.roi, cfg.paths.cache, progress=True)
+    from omegaconf import OmegaConf
+
+    places: list[dict] = []
+    _, bad_files = build_roi_cache(df, OmegaConf.to_container(cfg.data.roi, resolve=True), cfg.paths.cache,
+                                   progress=True, anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True),
+                                   placements_out=places)
+    flagged = [(r.line, r.image_rel, p["status"]) for r, p in zip(df.itertuples(), places)
+               if p["status"].startswith("flagged")]
     bad = sorted(bad_rows + bad_files)
     if bad_files:
         df = df[~df["line"].isin([b[0] for b in bad_files])]
@@ -65,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     rule = f"T-score {'<=' if lab.inclusive else '<'} {lab.threshold}"
     print(f"Table 1: {argv[0]} (osteoporosis: {rule}; {len(df)} valid images)")
     print(table1(df).to_string())
+    if flagged:
+        how = "left out of training" if cfg.data.roi.flagged == "skip" else "trained on with the fixed box"
+        print(f"{len(flagged)} image(s) where the mandible's border was not found with confidence "
+              f"(in Table 1; {how}, data.roi.flagged={cfg.data.roi.flagged}):", file=sys.stderr)
+        for line, img, why in flagged:
+            print(f"  line {line} ({img}): {why}", file=sys.stderr)
     if bad:
         print(f"{len(bad)} bad row(s) or image(s), left out of Table 1:", file=sys.stderr)
         for line, img, why in bad:

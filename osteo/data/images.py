@@ -77,6 +77,22 @@ def _read_dicom(path: Path, window: str) -> np.ndarray:
     return window_to_uint8(arr, window)
 
 
+def dicom_pixel_mm(path: str | Path) -> float | None:
+    """Pixel size in mm of a DICOM file (PixelSpacing, else ImagerPixelSpacing; the mean of
+    row and column spacing), or None for other files and DICOMs without it."""
+    path = Path(path)
+    if not is_dicom(path):
+        return None
+    import pydicom
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        v = getattr(ds, tag, None)
+        if v is not None and len(v) >= 2 and float(v[0]) > 0 and float(v[1]) > 0:
+            return (float(v[0]) + float(v[1])) / 2
+    return None
+
+
 def read_gray(path: str | Path, window: str = "minmax") -> np.ndarray:
     """Read one radiograph as a uint8 greyscale array of shape (H, W).
 

@@ -2,7 +2,8 @@
 
 Columns: ``image`` (path relative to the CSV), ``patient_id``, ``t_score`` or ``label``
 (0/1), optional ``sex``, ``age``, ``dxa_site``, and optional per-image ROI origins
-``roi_x0``, ``roi_y0`` (resized pixels; the ROI's size always comes from the config).
+``roi_x0``, ``roi_y0`` (resized pixels; the ROI's size always comes from the config), and
+``pixel_mm`` (the original image's pixel size in mm, for the cortical width).
 Any other columns (for example the phantom's ground truth) are kept as they are.
 """
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-KNOWN_COLUMNS = {"image", "patient_id", "t_score", "label", "sex", "age", "dxa_site", "roi_x0", "roi_y0"}
+KNOWN_COLUMNS = {"image", "patient_id", "t_score", "label", "sex", "age", "dxa_site", "roi_x0", "roi_y0", "pixel_mm"}
 SEX_CODES = {"f": "F", "female": "F", "w": "F", "woman": "F",
              "m": "M", "male": "M", "man": "M"}
 
@@ -174,6 +175,16 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
                     rec[col] = int(float(rec[col]))
                 except ValueError:
                     errs.append(f"column '{col}': {rec[col]!r} is not a pixel position")
+        if "pixel_mm" in rec and str(rec["pixel_mm"]).strip():
+            try:
+                rec["pixel_mm"] = float(rec["pixel_mm"])
+                if not 0.005 <= rec["pixel_mm"] <= 2.0:
+                    errs.append(f"column 'pixel_mm': {rec['pixel_mm']} mm is not a radiograph's pixel size "
+                                "(0.005 to 2 mm)")
+            except ValueError:
+                errs.append(f"column 'pixel_mm': {rec['pixel_mm']!r} is not a number (mm per pixel)")
+        elif "pixel_mm" in rec:
+            rec["pixel_mm"] = None
         if errs:
             bad.append((line, rel, "; ".join(errs)))
             continue

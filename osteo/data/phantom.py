@@ -95,8 +95,10 @@ def sample_subjects(p: PhantomParams) -> pd.DataFrame:
         s = p.framing_spread
         # geometry in the 1200x630 frame, then to original pixels
         yc = np.clip(rng.normal(580 + 3 * s, 5 + s * 12), 568 - 28 * s, 592 + 22 * s)
-        rise = np.clip(rng.normal(72 + 13 * s, 6 + s * 18), 55 - 15 * s, 88 + 87 * s)
-        tilt = np.clip(rng.normal(0, 3 + 5 * s), -6 - 20 * s, 6 + 20 * s)
+        # spans (rise + tilt) up to 134 rows across x = 250..950: dpr-geometry.md measured 43..137
+        # (median 86), and 17 of its 18 borders fit a 140-row box with margins
+        rise = np.clip(rng.normal(72 + 13 * s, 6 + s * 14), 55 - 15 * s, 88 + 30 * s)
+        tilt = np.clip(rng.normal(0, 3 + 5 * s), -6 - 10 * s, 6 + 10 * s)
         xc = rng.normal(600 + 12 * s, 5 + 7 * s)
         half = rng.normal(350, 8 + 4 * s)
         a_frac = rng.uniform(0.7, 0.85)
@@ -105,7 +107,7 @@ def sample_subjects(p: PhantomParams) -> pd.DataFrame:
             patient_id=f"P{i:04d}", label=int(y), t_score=float(t), sex=sex, age=round(age, 1),
             dxa_site="lumbar_spine", cortical_width_mm=round(cw, 3), klemetti=klemetti,
             trabecular_bvf=round(bvf, 3), width=W, height=H,
-            pixel_spacing_mm=round(p.fov_mm / W, 5),
+            pixel_mm=round(p.fov_mm / W, 5),
             border_xc=float(xc * sx), border_yc=float(yc * sy), border_a=float(rise * a_frac * sy),
             border_c=float(rise * (1 - a_frac) * sy), border_tilt=float(tilt * sy),
             border_halfwidth=float(half * sx),
@@ -156,7 +158,7 @@ def render(row: dict, p: PhantomParams) -> np.ndarray:
     half = row["border_halfwidth"] / sx
     s = (u - xc) / half
     b = border_y(u * sx, row) / sy                                   # border row per column
-    mm_per_px = row["pixel_spacing_mm"] * H / Hk                     # vertical mm per work pixel
+    mm_per_px = row["pixel_mm"] * H / Hk                     # vertical mm per work pixel
     d = p.difficulty
 
     # soft tissue and background: brighter skull/maxilla above, darker neck below
@@ -183,7 +185,10 @@ def render(row: dict, p: PhantomParams) -> np.ndarray:
     cw_px = row["cortical_width_mm"] / mm_per_px
     prof = 0.78 + 0.22 * np.exp(-((np.abs(s) - 0.55) / 0.3) ** 2)
     prof = prof / (0.78 + 0.22)  # 1.0 at the measuring site
-    inner = b - cw_px * prof + 0.6 * _blur(rng.standard_normal(Wk).astype(np.float32)[None], 3)[0]
+    # the width is measured perpendicular to the border (in mm, work pixels are not square)
+    slope_mm = np.gradient(b) * (mm_per_px / (row["pixel_mm"] * W / Wk))
+    inner = b - cw_px * prof * np.sqrt(1 + slope_mm ** 2) \
+        + 0.6 * _blur(rng.standard_normal(Wk).astype(np.float32)[None], 3)[0]
     k = row["klemetti"]
     if k in ("C2", "C3"):  # semilunar lacunar defects of the endosteal margin
         n_def = rng.poisson((0.035 if k == "C2" else 0.06) * Wk * 0.6)

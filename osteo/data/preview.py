@@ -29,6 +29,32 @@ def roi_sheet(rois: np.ndarray, captions: list[str], cols: int = 2) -> Image.Ima
     return sheet
 
 
+def border_of(cache_dir, akey: str, image: str, place: dict) -> np.ndarray | None:
+    """The traced border (float rows per resized column) the ROI cache kept for ``image``."""
+    import json
+
+    from osteo.anatomy.mandible import border_array
+    from osteo.data.cache import digests
+
+    d = digests([image], cache_dir)[0]
+    found = sorted((Path(cache_dir) / "anatomy" / akey).glob(f"{d}-*.json"))
+    return border_array(json.loads(found[0].read_text()), 4096) if found else None
+
+
+def draw_border(tile: np.ndarray, border: np.ndarray | None, origin: tuple[int, int], scale: float) -> None:
+    """Draw ``border`` (resized-frame rows per column) in white on a ROI tile cut at ``origin``."""
+    if border is None:
+        return
+    h, w = tile.shape
+    x0, y0 = origin
+    cols = np.arange(w)
+    rows = border[np.clip((x0 + (cols + 0.5) / scale).astype(int), 0, len(border) - 1)]
+    ok = np.isfinite(rows)
+    r = np.round((rows[ok] - y0) * scale - 0.5).astype(int)
+    inside = (r >= 0) & (r < h)
+    tile[r[inside], cols[ok][inside]] = 255
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the ROI sheet of the manifest's valid images; bad rows and unreadable images are
     listed (never drawn). Exit 0 when every picked image was drawn, 1 otherwise."""
@@ -54,7 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     df = load_manifest(a.manifest, d.label.threshold, d.label.inclusive, skip_bad_rows=True, bad_out=bad_rows)
     pick = np.concatenate([np.flatnonzero(df["label"].to_numpy() == c)[: (a.n + 1) // 2] for c in (0, 1)])
     sub = df.iloc[pick].reset_index(drop=True)
-    rois, bad_files = build_roi_cache(sub, d.roi, cfg.paths.cache)
+    from omegaconf import OmegaConf
+
+    places: list[dict] = []
+    anatomy = OmegaConf.to_container(d.anatomy, resolve=True)
+    rois, bad_files = build_roi_cache(sub, OmegaConf.to_container(d.roi, resolve=True), cfg.paths.cache,
+                                      anatomy=anatomy, placements_out=places)
+    rois = rois.copy()
+    if d.roi.placement == "auto":  # draw the found border (white) and mark flagged tiles
+        from osteo.data.cache import anatomy_key
+
+        for i, p in enumerate(places):
+            if p["status"].startswith("flagged"):
+                log.warning("line %s (%s): %s", sub["line"].iloc[i], sub["image_rel"].iloc[i], p["status"])
+            draw_border(rois[i], border_of(cfg.paths.cache, anatomy_key(d.roi, anatomy), sub["image"].iloc[i], p),
+                        (p["roi_x0"], p["roi_y0"]), float(d.roi.scale))
     bad = sorted(bad_rows + bad_files)
     for line, img, why in bad:
         log.warning("line %s (%s): %s", line, img or "-", why)
@@ -62,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if not good.any():
         raise UserError(f"{a.manifest}: none of the {len(sub)} picked images could be read; see the list above")
     caps = [f"{'OSTEOPOROSIS' if r.label else 'normal'}  T={r.t_score}  {Path(r.image).name}"
-            for r in sub[good].itertuples()]
+            + (f"  MCW {p['mcw_mm']:.2f} mm" if p["mcw_mm"] == p["mcw_mm"] else "")
+            + ("  FLAGGED" if p["status"].startswith("flagged") else "")
+            for r, p in zip(sub.itertuples(), places) if good[r.Index]]
     atomic_save_image(a.out, roi_sheet(rois[good], caps))
     log.info("wrote %s (%d ROIs of %dx%d px, W x H)%s", a.out, int(good.sum()), rois.shape[2], rois.shape[1],
              f"; {len(bad)} bad row(s) or image(s) left out" if bad else "")

@@ -16,11 +16,12 @@ def roi_output_hw(box_xywh: Sequence[int], scale: float = 1.0) -> tuple[int, int
     return int(round(box_xywh[3] * scale)), int(round(box_xywh[2] * scale))
 
 
-def check_box(box_xywh: Sequence[int], resize_wh: Sequence[int]) -> None:
-    """Raise ValueError unless the box lies inside the resized image."""
+def check_box(box_xywh: Sequence[int], resize_wh: Sequence[int], overhang_px: int = 0) -> None:
+    """Raise ValueError unless the box lies inside the resized image (its bottom may pass the
+    image's bottom edge by ``overhang_px``: a chin at the film's edge)."""
     x0, y0, w, h = (int(v) for v in box_xywh)
     W, H = (int(v) for v in resize_wh)
-    if w <= 0 or h <= 0 or x0 < 0 or y0 < 0 or x0 + w > W or y0 + h > H:
+    if w <= 0 or h <= 0 or x0 < 0 or y0 < 0 or x0 + w > W or y0 + h > H + int(overhang_px):
         raise ValueError(f"ROI box (x0, y0, w, h) = {tuple(box_xywh)} does not fit inside the "
                          f"resized image {W}x{H} (W x H)")
 
@@ -41,14 +42,17 @@ def resize_bilinear(gray: np.ndarray, size_wh: Sequence[int]) -> np.ndarray:
 
 
 def extract_roi(gray: np.ndarray, resize_wh: Sequence[int], box_xywh: Sequence[int],
-                scale: float = 1.0) -> np.ndarray:
+                scale: float = 1.0, overhang_px: int = 0) -> np.ndarray:
     """Resize a whole DPR to ``resize_wh`` (W x H), crop ``box_xywh``, optionally shrink.
 
-    Returns a uint8 array of shape ``roi_output_hw(box_xywh, scale)`` = (h*scale, w*scale).
+    Rows of a box that pass the image's bottom (up to ``overhang_px``) are black, as outside
+    the film. Returns a uint8 array of shape ``roi_output_hw(box_xywh, scale)`` = (h*scale, w*scale).
     """
-    check_box(box_xywh, resize_wh)
+    check_box(box_xywh, resize_wh, overhang_px)
     x0, y0, w, h = (int(v) for v in box_xywh)
     crop = resize_bilinear(gray, resize_wh)[y0:y0 + h, x0:x0 + w]
+    if crop.shape[0] < h:
+        crop = np.concatenate([crop, np.zeros((h - crop.shape[0], w), np.uint8)])
     if scale != 1.0:
         oh, ow = roi_output_hw(box_xywh, scale)
         crop = resize_bilinear(crop, (ow, oh))

@@ -91,7 +91,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
             "ReLU after the last convolution of the last block, for the predicted class; cases are the most "
             "confident of each kind at the validation-chosen threshold of the fold ensemble.")
     truth = ["border_xc", "border_yc", "border_a", "border_c", "border_tilt", "border_halfwidth",
-             "width", "height", "pixel_spacing_mm"]
+             "width", "height", "pixel_mm"]
     if not set(truth) <= set(dm.df.columns):
         return files, None, note + " The manifest has no ground-truth border: no border-band statistic."
     df = dm.df
@@ -108,7 +108,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         for img, cam in zip(test_imgs, cams):
             r = df.iloc[pos_of[img]].to_dict()
             box = boxes[pos_of[img]]
-            band_px = float(rcfg.gradcam.band_mm) / (r["pixel_spacing_mm"] * r["height"] / roi["resize_wh"][1]) * roi["scale"]
+            band_px = float(rcfg.gradcam.band_mm) / (r["pixel_mm"] * r["height"] / roi["resize_wh"][1]) * roi["scale"]
             rows.append({"configuration": label, "label": int(r["label"]),
                          "ratio": border_band_ratio(cam, roi_border_rows(r, roi, box), band_px)})
     band = (pd.DataFrame(rows).groupby(["configuration", "label"])["ratio"].agg(["mean", "std", "count"])
