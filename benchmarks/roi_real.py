@@ -26,7 +26,6 @@ from PIL import Image
 from osteo.anatomy.mandible import analyse, border_array
 from osteo.config import compose
 from osteo.data.images import read_gray
-from osteo.data.roi import resize_bilinear
 
 MARGIN = 3
 

@@ -56,12 +56,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
     """Write ``module``'s state dict as safetensors, atomically."""
-    from safetensors.torch import save
+    from osteo.io import atomic_save_tensors
 
-    from osteo.io import _atomic
-
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    return _atomic(path, lambda f: f.write(save(state)))
+    return atomic_save_tensors(path, module.state_dict())
 
 
 def load_model(run_dir: str | Path | None = None, checkpoint: str | Path | None = None,

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 
-def cam_target_layer(model) -> nn.Module:
-    """The last conv layer's activation: for VGG the ReLU after block 5's last conv (Keras's
-    ``block5_conv3`` with its activation); for other backbones the last block's output."""
-    last = (list(model.frozen) + list(model.trainable))[-1]
+def cam_target_layer(model, block: int = 5) -> nn.Module:
+    """The activation of block ``block``'s last conv (1..5; default the last block): for VGG the
+    ReLU after that block's last conv (for block 5 Keras's ``block5_conv3`` with its
+    activation); for other backbones the block's output."""
+    last = (list(model.frozen) + list(model.trainable))[int(block) - 1]
     if model.pool == "flatten":
         relus = [m for m in last.modules() if isinstance(m, nn.ReLU)]
         if relus:
@@ -24,10 +25,11 @@ def cam_target_layer(model) -> nn.Module:
     return last
 
 
-def grad_cams(model, x: torch.Tensor, targets: Sequence[int] | None = None) -> np.ndarray:
-    """Grad-CAM maps [B, H, W] for inputs ``x`` float [B, 3, H, W]; ``targets``: class per
-    image (default: the predicted class). Runs outside inference mode with the input
-    requiring grad, so frozen blocks still pass gradients to the hooked layer."""
+def grad_cams(model, x: torch.Tensor, targets: Sequence[int] | None = None, block: int = 5) -> np.ndarray:
+    """Grad-CAM maps [B, H, W] for inputs ``x`` float [B, 3, H, W] on block ``block``'s last
+    conv activation; ``targets``: class per image (default: the predicted class). Runs outside
+    inference mode with the input requiring grad, so frozen blocks still pass gradients to the
+    hooked layer."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -38,7 +40,7 @@ def grad_cams(model, x: torch.Tensor, targets: Sequence[int] | None = None) -> n
             with torch.no_grad():
                 model.eval()
                 targets = model(x).argmax(1).tolist()
-        cam = GradCAM(model=model, target_layers=[cam_target_layer(model)])
+        cam = GradCAM(model=model, target_layers=[cam_target_layer(model, block)])
         try:
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
         finally:

@@ -54,6 +54,13 @@ def atomic_save_npy(path: str | Path, arr: np.ndarray) -> Path:
     return _atomic(path, lambda f: np.save(f, arr))
 
 
+def atomic_save_tensors(path: str | Path, tensors: dict) -> Path:
+    """Write a dict of torch tensors as a safetensors file, atomically."""
+    from safetensors.torch import save
+
+    return _atomic(path, lambda f: f.write(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})))
+
+
 def atomic_write_csv(path: str | Path, df) -> Path:
     """Write a pandas DataFrame as CSV atomically."""
     return _atomic(path, lambda f: f.write(df.to_csv(index=False).encode()))

@@ -217,9 +217,10 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
                 decision = "no decision: unlike the training images"
             status = f"flagged: unlike the training images (ood_score {ood_score[k]:.2f} > 1)" if flagged else "ok"
             if misplaced:  # the ROI may not hold the mandible's border: no decision on it
-                decision = "no decision: mandible border not found with confidence"
-                status = f"flagged: ROI not placed ({r['placement'][len(FLAGGED):]})" + (
-                    "; " + status[len(FLAGGED):] if flagged else "")
+                why = f"ROI not placed ({r['placement'][len(FLAGGED):]})"
+                decision = (decision + "; mandible border not found" if flagged
+                            else "no decision: mandible border not found with confidence")
+                status = status + "; " + why if flagged else FLAGGED + why
             r.update(status=status, probability=float(probs[k]), decision=decision, models_referring=int(votes[k]),
                      ood_score=float(ood_score[k]))
             if maps is not None:

@@ -34,7 +34,7 @@ def config_label(backbone: str, depth: int, weights: object) -> str:
     """A configuration's full name: backbone, fine-tune depth (TF N: the last N of 5 blocks
     trained) and initialisation, e.g. 'vgg16 TF2, timm' or 'vgg16_slim TF5, random init'."""
     spec = parse_weights(weights)
-    init = {"none": "random init", "timm": "timm"}.get(spec.kind) or (spec.path.stem if spec.path else spec.kind)
+    init = {"none": "random init", "timm": "timm"}.get(spec.kind) or spec.name or spec.path.stem
     return f"{backbone} TF{int(depth)}, {init}"
 
 

@@ -63,7 +63,7 @@ def test_installed_wheel_runs_its_commands_outside_the_source_tree(wheel_venv, t
     # Hydra finds the packaged configs: compose a sweep job and print it
     r = run_in(py, tmp_path, "-m", "osteo.train", "+sweep=demo", "--cfg", "job")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "backbone: vgg16_slim" in r.stdout
+    assert "backbone: vgg16" in r.stdout and "weights: vgg16_hed" in r.stdout
     r = run_in(py, tmp_path, "-m", "osteo.report", "--cfg", "job")
     assert r.returncode == 0 and "sensitivity_target" in r.stdout, r.stderr[-3000:]
     r = run_in(py, tmp_path, "-m", "osteo.data.phantom", "--n", "4", "--out", str(tmp_path / "ph"), "--workers", "1")

@@ -95,8 +95,16 @@ def test_manifest_input_uses_its_per_image_boxes(tiny_sweep, phantom_dir, tmp_pa
     df = predict([str(tmp_path / "boxes.csv"), str(phantom_dir / "images" / "dpr_0000.png")], str(run_dir(tiny_sweep)),
                  str(tmp_path / "o"), single=True, cams=False, progress=False)
     p = df["probability"].to_numpy()
-    assert p[0] == pytest.approx(p[2], abs=1e-6)  # default box = (250, 475)
     assert abs(p[0] - p[1]) > 1e-4                # another box, another ROI
+    assert list(df["placement"][:2]) == ["manifest", "manifest"] and df["placement"][2] == "ok"
+    # the plain file's box was placed at its mandible; the same box from a manifest gives the same ROI
+    placed = (int(df["roi_x0"][2]), int(df["roi_y0"][2]))
+    pd.DataFrame({"image": [str(phantom_dir / "images" / "dpr_0000.png")], "roi_x0": [placed[0]],
+                  "roi_y0": [placed[1]]}).to_csv(tmp_path / "placed.csv", index=False)
+    again = predict([str(tmp_path / "placed.csv")], str(run_dir(tiny_sweep)), str(tmp_path / "o2"), single=True,
+                    cams=False, progress=False)
+    assert again["probability"][0] == pytest.approx(p[2], abs=1e-6)
+    assert df["mcw_mm"][2] == pytest.approx(pd.read_csv(phantom_dir / "manifest.csv")["cortical_width_mm"][0], abs=0.8)
 
 
 def test_a_phantom_trained_model_gives_no_decision_unless_asked(tiny_sweep, phantom_dir, tmp_path, caplog):

@@ -104,7 +104,9 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
     assert set(s["configs"]) >= {"vgg16_tiny TF5, random init", "vgg16_tiny TF1, random init"}
     assert len(s["gradcam"]) == 4 and all((out / f).exists() for f in s["gradcam"])
     band = pd.read_csv(out / "gradcam_border_band.csv")
-    assert len(band) == 2 and np.isfinite(band.filter(like="mean").to_numpy()).all()
+    # two configurations x two target blocks (block 5 and block 4)
+    assert len(band) == 4 and set(band["target"]) == {"block 5", "block 4"}
+    assert np.isfinite(band.filter(like="mean").to_numpy()).all()
     page = (out / "index.html").read_text()
     for ref in re.findall(r'src="([^"]+)"', page):
         assert (out / ref).exists(), ref

@@ -156,7 +156,8 @@ def test_sweeps_compose_to_the_thesis_jobs(compose_cfg):
     assert cfg.backbone == "vgg16"
     assert ft == [sorted([f"depth={d}", f"fold={f}", "sweep_name=finetune_depth"])
                   for d in range(6) for f in range(5)]
-    assert cfg.weights == "timm" and cfg.model.weights == "timm" and cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.weights == "vgg16_hed" and cfg.model.weights == "vgg16_hed" and cfg.hydra.mode.name == "MULTIRUN"
+    assert tuple(cfg.data.std) == pytest.approx((1 / 255,) * 3)  # the Caffe convention of the HED weights
     from hydra_plugins.osteo_sweeper.grids_sweeper import GridsSweeper
 
     narrowed = GridsSweeper(grids=cfg.hydra.sweeper.grids).job_overrides(["depth=0,1", "trainer.max_epochs=3"])
@@ -178,7 +179,11 @@ def test_sweeps_compose_to_the_thesis_jobs(compose_cfg):
     tuned = compose_cfg(["+sweep=thesis", "weights=/w.pth"] + th[-1])
     assert scratch.model.weights == "none" and tuned.model.weights == "/w.pth"
     demo = compose_cfg(["+sweep=demo"], return_hydra_config=True)
-    assert demo.backbone == "vgg16_slim" and demo.weights == "none" and demo.sweep_name == "finetune_depth"
+    assert demo.backbone == "vgg16" and demo.weights == "vgg16_hed" and demo.sweep_name == "finetune_depth"
+    demo_jobs = GridsSweeper(grids=demo.hydra.sweeper.grids).job_overrides([])
+    assert sorted(map(sorted, demo_jobs)) == sorted(sorted([f"weights={w}", f"depth={d}", f"fold={f}",
+                                                            "sweep_name=finetune_depth"])
+                                                     for w in ("vgg16_hed", "none") for d in (0, 1) for f in range(5))
 
 
 def test_run_directory_names_data_and_weights_not_paths(compose_cfg, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,13 @@ class GridsSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        n = self.max_batch_size or len(jobs) or 1
+        # the basic launcher runs jobs one after another anyway: launch them one by one, so that
+        # progress and the time left can be printed between them
+        sequential = type(self.launcher).__name__ == "BasicLauncher"
+        n = self.max_batch_size or (1 if sequential else len(jobs)) or 1
         returns, statuses = [], []
+        log = logging.getLogger("osteo.sweep")
+        t0 = time.perf_counter()
         for start in range(0, len(jobs), n):
             batch = jobs[start:start + n]
             self.validate_batch_is_legal(batch)
@@ -68,6 +74,10 @@ class GridsSweeper(Sweeper):
             for r in results:
                 statuses.append(r.return_value)  # raises if a job crashed outside the run
             returns.append(results)
+            done, spent = start + len(batch), time.perf_counter() - t0
+            if done < len(jobs):
+                log.info("sweep progress: %d of %d runs done in %s; about %s left", done, len(jobs),
+                         _clock(spent), _clock(spent / done * (len(jobs) - done)))
         if not summarise(statuses):
             raise SystemExit(1)  # a sweep in which any run failed never exits 0
         return returns
@@ -90,6 +100,12 @@ def summarise(statuses: list) -> bool:
     for cause, k in causes.items():
         log.error("  %d run(s) failed: %s", k, cause)
     return counts["failed"] == 0
+
+
+def _clock(seconds: float) -> str:
+    """'12 min 05 s' or '45 s'."""
+    m, sec = divmod(int(round(seconds)), 60)
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
 
 
 def _fmt(v: Any) -> str:

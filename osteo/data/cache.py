@@ -167,7 +167,9 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
     image's box comes from the mandible finder unless the manifest gives ``roi_x0``/``roi_y0``.
     ``placements_out`` receives one dict per row: ``roi_x0``, ``roi_y0``, ``box_source``
     (auto | manifest | fixed), ``status`` (ok | flagged: reason | error: reason),
-    ``confidence``, ``mcw_left_mm``, ``mcw_right_mm``, ``mcw_mm``, ``pixel_mm_source``.
+    ``confidence``, ``mcw_left_mm``, ``mcw_right_mm``, ``mcw_mm``, ``pixel_mm_source``, and
+    with placement=auto the traced border (``border_x0``, ``border_rows``; see
+    ``osteo.anatomy.mandible.border_array``).
     """
     cache_dir = Path(cache_dir)
     roi = dict(roi)
@@ -231,7 +233,8 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
                  "confidence": float("nan"), "mcw_left_mm": float("nan"), "mcw_right_mm": float("nan"),
                  "mcw_mm": float("nan"), "pixel_mm_source": pix[i][1]}
         if info is not None:
-            place.update({k: info[k] for k in ("status", "confidence", "mcw_left_mm", "mcw_right_mm", "mcw_mm")})
+            place.update({k: info[k] for k in ("status", "confidence", "mcw_left_mm", "mcw_right_mm", "mcw_mm",
+                                               "border_x0", "border_rows")})
             if not has_box[i]:
                 place.update(roi_x0=info["roi_x0"], roi_y0=info["roi_y0"])
         if err:

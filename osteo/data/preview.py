@@ -29,18 +29,6 @@ def roi_sheet(rois: np.ndarray, captions: list[str], cols: int = 2) -> Image.Ima
     return sheet
 
 
-def border_of(cache_dir, akey: str, image: str, place: dict) -> np.ndarray | None:
-    """The traced border (float rows per resized column) the ROI cache kept for ``image``."""
-    import json
-
-    from osteo.anatomy.mandible import border_array
-    from osteo.data.cache import digests
-
-    d = digests([image], cache_dir)[0]
-    found = sorted((Path(cache_dir) / "anatomy" / akey).glob(f"{d}-*.json"))
-    return border_array(json.loads(found[0].read_text()), 4096) if found else None
-
-
 def draw_border(tile: np.ndarray, border: np.ndarray | None, origin: tuple[int, int], scale: float) -> None:
     """Draw ``border`` (resized-frame rows per column) in white on a ROI tile cut at ``origin``."""
     if border is None:
@@ -87,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     rois, bad_files = build_roi_cache(sub, OmegaConf.to_container(d.roi, resolve=True), cfg.paths.cache,
                                       anatomy=anatomy, placements_out=places)
     rois = rois.copy()
-    if d.roi.placement == "auto":  # draw the found border (white) and mark flagged tiles
-        from osteo.data.cache import anatomy_key
+    if d.roi.placement == "auto":  # draw the found border (white) and list the flagged images
+        from osteo.anatomy.mandible import border_array
 
         for i, p in enumerate(places):
             if p["status"].startswith("flagged"):
                 log.warning("line %s (%s): %s", sub["line"].iloc[i], sub["image_rel"].iloc[i], p["status"])
-            draw_border(rois[i], border_of(cfg.paths.cache, anatomy_key(d.roi, anatomy), sub["image"].iloc[i], p),
-                        (p["roi_x0"], p["roi_y0"]), float(d.roi.scale))
+            if "border_rows" in p:
+                draw_border(rois[i], border_array(p, d.roi.resize_wh[0]), (p["roi_x0"], p["roi_y0"]),
+                            float(d.roi.scale))
     bad = sorted(bad_rows + bad_files)
     for line, img, why in bad:
         log.warning("line %s (%s): %s", line, img or "-", why)

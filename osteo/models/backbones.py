@@ -41,15 +41,45 @@ def create_timm_model(name: str, weights: object = None) -> nn.Module:
                 f"{str(e).splitlines()[0][:200]}). This machine may be offline: pass a local "
                 "file with weights=/path/to/weights.safetensors (or .pth), or train "
                 "from scratch with weights=none.") from e
+    if spec.kind == "named":
+        from osteo.models.hed import HedWeightsError
+        from osteo.models.weights import named_weights_file
+
+        try:
+            path = named_weights_file(spec.name)
+        except HedWeightsError as e:
+            raise PretrainedWeightsError(str(e)) from e
+        return _with_state(timm.create_model(name, pretrained=False), path, spec.describe())
     if not spec.path.is_file():
         raise PretrainedWeightsError(f"weights file {spec.path} not found: pass an existing "
                                      ".pth/.safetensors file, weights=timm or weights=none")
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(spec.path)))
 
 
+def _with_state(model: nn.Module, path, what: str) -> nn.Module:
+    """Load a (partial) state dict from ``path`` into ``model``: every tensor of the file must
+    fit a parameter of the model (a partial file leaves the rest, e.g. a VGG's classifier, as
+    initialised); raises PretrainedWeightsError otherwise."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise PretrainedWeightsError(f"{path} ({what}) does not fit this model: {', '.join(bad[:4])}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
 def normalisation(backbone: str, weights: object = None) -> tuple[tuple, tuple]:
     """Per-channel input mean and std (0..1 scale) for ``backbone`` with ``weights``: the
+    Caffe convention for ``vgg16_hed`` (0..255, ImageNet mean subtracted), else the
     backbone's timm pretrained config's, or 0.5/0.5 for a model timm has no config for."""
+    spec = parse_weights(weights)
+    if spec.kind == "named" and spec.name == "vgg16_hed":
+        from osteo.models.hed import RGB_MEAN_01, STD_01
+
+        return RGB_MEAN_01, STD_01
     cfg = timm.get_pretrained_cfg(backbone)
     if cfg is None:
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from osteo.report import figures
-from osteo.report.tables import clinical_baseline, config_summary, paired_comparisons, table2
+from osteo.report.tables import clinical_baseline, config_summary, mcw_baseline, paired_comparisons, table2
 from osteo.runs import ensemble, load_runs
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ DECISION_RULE = ("A threshold is chosen on the pooled out-of-fold validation pre
                  "probabilities, so a '90% sensitivity' threshold drifts; table2_raw.csv keeps that "
                  "figure as sens_at_sens90_meanprob.)")
 BASELINE = "age + sex (logistic regression)"
+MCW_BASELINE = "cortical width, MCW (logistic regression)"
 
 
 def _attributes(runs: pd.DataFrame) -> pd.DataFrame:
@@ -70,10 +71,12 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     model, _ = load_model(run["dir"], device=device)
     pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
 
-    def cams_for(mdl, images):
+    blocks = [int(b) for b in rcfg.gradcam.target_blocks]
+
+    def cams_for(mdl, images, block=blocks[0]):
         idx = np.array([pos_of[i] for i in images], dtype=np.int64)  # may be empty: a kind with no case
         x = dm.normalise(torch.from_numpy(dm.rois[idx])[:, None]).to(device)
-        out_ = [grad_cams(mdl, x[s:s + 8]) for s in range(0, len(x), 8)]
+        out_ = [grad_cams(mdl, x[s:s + 8], block=block) for s in range(0, len(x), 8)]
         return dm.rois[idx], np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
 
     files = []
@@ -88,8 +91,9 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
                                  f"over it. The {len(sub)} most confident {names[kind]} of the fold ensemble "
                                  f"at the validation-chosen threshold."})
     note = (f"Grad-CAM of the fold-{run['fold']} model of {run['config']} (its best validation AUC), on the "
-            "ReLU after the last convolution of the last block, for the predicted class; cases are the most "
-            "confident of each kind at the validation-chosen threshold of the fold ensemble.")
+            f"ReLU after the last convolution of block {blocks[0]} (report.gradcam.target_blocks), for the "
+            "predicted class; cases are the most confident of each kind at the validation-chosen threshold of "
+            "the fold ensemble.")
     truth = ["border_xc", "border_yc", "border_a", "border_c", "border_tilt", "border_halfwidth",
              "width", "height", "pixel_mm"]
     if not set(truth) <= set(dm.df.columns):
@@ -104,18 +108,35 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         if fold_run is None:
             continue
         mdl, _ = load_model(fold_run["dir"], device=device)
-        _, cams = cams_for(mdl, test_imgs)
-        for img, cam in zip(test_imgs, cams):
-            r = df.iloc[pos_of[img]].to_dict()
-            box = boxes[pos_of[img]]
-            band_px = float(rcfg.gradcam.band_mm) / (r["pixel_mm"] * r["height"] / roi["resize_wh"][1]) * roi["scale"]
-            rows.append({"configuration": label, "label": int(r["label"]),
-                         "ratio": border_band_ratio(cam, roi_border_rows(r, roi, box), band_px)})
-    band = (pd.DataFrame(rows).groupby(["configuration", "label"])["ratio"].agg(["mean", "std", "count"])
+        for block in blocks:
+            _, cams = cams_for(mdl, test_imgs, block)
+            for img, cam in zip(test_imgs, cams):
+                r = df.iloc[pos_of[img]].to_dict()
+                box = boxes[pos_of[img]]
+                band_px = float(rcfg.gradcam.band_mm) / (r["pixel_mm"] * r["height"] / roi["resize_wh"][1]) * roi["scale"]
+                rows.append({"configuration": label, "target": f"block {block}", "label": int(r["label"]),
+                             "ratio": border_band_ratio(cam, roi_border_rows(r, roi, box), band_px)})
+    band = (pd.DataFrame(rows).groupby(["configuration", "target", "label"])["ratio"].agg(["mean", "std", "count"])
             .unstack("label"))
     band.columns = [f"{a} ({'osteoporosis' if b else 'normal'})" for a, b in band.columns]
-    band = band.reindex([c for c in order if c in band.index]).reset_index()
+    band = band.reset_index()
+    band = band.assign(_o=band["configuration"].map({c: i for i, c in enumerate(order)})).sort_values(
+        ["_o", "target"], ascending=[True, False]).drop(columns="_o")
     return files, band, note
+
+
+def _with_anatomy(mdf: pd.DataFrame, cfg: DictConfig) -> tuple[pd.DataFrame, list[dict]]:
+    """The manifest rows with the mandible finder's box, status and MCW (from the ROI cache the
+    runs used; found again where it is missing). Unchanged when the runs used a fixed box."""
+    if cfg.data.roi.get("placement", "fixed") != "auto" or "anatomy" not in cfg.data:
+        return mdf, []
+    from osteo.data.cache import build_roi_cache
+
+    places: list[dict] = []
+    build_roi_cache(mdf, OmegaConf.to_container(cfg.data.roi, resolve=True), cfg.paths.cache, progress=False,
+                    anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True), placements_out=places)
+    p = pd.DataFrame(places, index=mdf.index)
+    return mdf.assign(box_x0=p["roi_x0"], box_y0=p["roi_y0"], roi_status=p["status"], mcw_mm=p["mcw_mm"]), places
 
 
 def methods_text(cfg: DictConfig, runs: pd.DataFrame) -> str:
@@ -235,13 +256,30 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
     if base is not None:
         all_summ[BASELINE] = base
         ens[BASELINE] = base_pred
+    mdf, places = _with_anatomy(mdf, cfg0)
+    mcw, mcw_pred, mcw_note = mcw_baseline(mdf, splits, int(cfg0.data.split.n_folds), float(rcfg.sensitivity_target))
+    notes.append(mcw_note + ".")
+    if mcw is not None:
+        all_summ[MCW_BASELINE] = mcw
+        ens[MCW_BASELINE] = mcw_pred
     t1 = table1(mdf)
     t2 = table2(all_summ)
     comps = paired_comparisons(ens, best)
+    # pretrained against random init at the same backbone and depth, where both were run
+    by_key = {}
+    for label in order:
+        a = attrs.loc[label]
+        by_key.setdefault((a["backbone"], int(a["depth"])), {})[bool(a["pretrained"])] = label
+    pairs = [(v[True], v[False]) for v in by_key.values() if True in v and False in v]
+    init_comps = paired_comparisons(ens, best, pairs).rename(
+        columns={"configuration": "random init", "vs": "pretrained", "AUC best": "AUC pretrained",
+                 "AUC other": "AUC random init"}) if pairs else pd.DataFrame()
     atomic_write_csv(out / "table1.csv", t1.reset_index().rename(columns={"index": "parameter"}))
     atomic_write_csv(out / "table2.csv", t2)
     atomic_write_csv(out / "table2_raw.csv", pd.DataFrame(all_summ).T.reset_index(names="configuration"))
     atomic_write_csv(out / "paired_tests.csv", comps)
+    if len(init_comps):
+        atomic_write_csv(out / "pretrained_vs_random.csv", init_comps)
 
     figs = []
 
@@ -273,10 +311,26 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
         f"Observed osteoporosis rate against the mean predicted probability in {int(rcfg.calibration_bins)} "
         "equal-width bins of the fold ensemble's test probabilities; numbers are images per bin; the dashed "
         "line is perfect calibration.")
+    if places:
+        n_flag = sum(p["status"].startswith("flagged") for p in places)
+        order_ = sorted(range(len(places)), key=lambda i: not places[i]["status"].startswith("flagged"))
+        pick = order_[: int(rcfg.box_sheet_images)]
+        caps = [f"{Path(mdf['image_rel'].iloc[i]).name}  {places[i]['status'][:48]}"
+                + (f"  MCW {places[i]['mcw_mm']:.2f} mm" if places[i]["mcw_mm"] == places[i]["mcw_mm"] else "")
+                for i in pick]
+        add(figures.box_sheet([mdf["image"].iloc[i] for i in pick], [places[i] for i in pick], caps,
+                              cfg0.data.roi.resize_wh, cfg0.data.roi.box_xywh[2:], out / "roi_boxes.png"),
+            "Placed ROI boxes",
+            f"The ROI box the mandible finder placed (cyan; red: flagged) and the traced inferior border (green) "
+            f"on {len(pick)} images, the {n_flag} flagged one(s) of {len(places)} first "
+            f"(data.roi.flagged={cfg0.data.roi.get('flagged', 'skip')}).")
     cam_files, band, cam_note = [], None, "Grad-CAM disabled (report.gradcam.enabled=false)."
     if rcfg.gradcam.enabled:
-        cam_files, band, cam_note = _gradcam_section(best, runs, ens[best],
-                                                     summaries[best]["ens_threshold"], rcfg, out, order)
+        pre = [k for k in order if bool(attrs.loc[k, "pretrained"])]
+        shown = (max(pre, key=lambda k: summaries[k]["val_auc_mean"]) if pre and rcfg.gradcam.pretrained_first
+                 else best)  # the galleries show the best pretrained model where there is one
+        cam_files, band, cam_note = _gradcam_section(shown, runs, ens[shown],
+                                                     summaries[shown]["ens_threshold"], rcfg, out, order)
         if band is not None:
             atomic_write_csv(out / "gradcam_border_band.csv", band)
     embed = bool(rcfg.get("self_contained", False))
@@ -291,6 +345,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
         methods=methods_text(cfg0, runs), decision_rule=DECISION_RULE, provenance=provenance_lines(runs),
         command=command, table1=t1.to_html(border=0, classes="t"), table2=_table_html(t2), notes=notes,
         best=best, paired=_table_html(comps, "{:.4f}") if len(comps) else "", figures=figs,
+        init_paired=_table_html(init_comps, "{:.4f}") if len(init_comps) else "",
         cam_note=cam_note, cam_figures=cam_files, band=_table_html(band, "{:.2f}") if band is not None else "",
         missing=_table_html(missing) if len(missing) else "")
     atomic_write_text(out / "index.html", page)

@@ -57,24 +57,44 @@ def config_summary(runs: pd.DataFrame, preds: dict, sens_target: float = 0.9, n_
 
 def clinical_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: int,
                       sens_target: float = 0.9) -> tuple[dict | None, pd.DataFrame | None, str]:
-    """Logistic regression on age and sex alone, fitted on each fold's training part and
-    averaged over folds on the test set. Missing ages are filled with the mean age of that
-    fold's training part (never with test or validation rows). Returns (summary, test
-    predictions, note)."""
+    """Logistic regression on age and sex alone; see ``logistic_baseline``."""
+    age = pd.to_numeric(manifest_df["age"], errors="coerce")
+    if age.isna().all() or manifest_df["sex"].isna().all():
+        return None, None, "the manifest has no age or no sex column: no clinical baseline"
+    female = (manifest_df["sex"] == "F").astype(float)
+    return logistic_baseline(manifest_df, splits, n_folds, {"age": age, "female": female}, "age and sex",
+                             sens_target)
+
+
+def mcw_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: int,
+                 sens_target: float = 0.9) -> tuple[dict | None, pd.DataFrame | None, str]:
+    """Logistic regression on the automatic mandibular cortical width (column ``mcw_mm``)."""
+    mcw = pd.to_numeric(manifest_df.get("mcw_mm"), errors="coerce") if "mcw_mm" in manifest_df else None
+    if mcw is None or mcw.isna().all():
+        return None, None, "no cortical width was measured (data.roi.placement=fixed): no MCW baseline"
+    return logistic_baseline(manifest_df, splits, n_folds, {"mcw_mm": mcw}, "the automatic cortical width (MCW)",
+                             sens_target)
+
+
+def logistic_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: int, features: dict,
+                      what: str, sens_target: float = 0.9) -> tuple[dict | None, pd.DataFrame | None, str]:
+    """Logistic regression on ``features`` (name -> Series aligned with ``manifest_df``),
+    fitted on each fold's training part and averaged over folds on the test set. Missing
+    values are filled with that fold's training part's mean (never with test or validation
+    rows). Returns (summary, test predictions, note)."""
     from sklearn.linear_model import LogisticRegression
 
-    df = manifest_df.merge(splits, left_on="image_rel", right_on="image", suffixes=("", "_s"))
-    age = pd.to_numeric(df["age"], errors="coerce")
-    if age.isna().all() or df["sex"].isna().all():
-        return None, None, "the manifest has no age or no sex column: no clinical baseline"
-    female = (df["sex"] == "F").astype(float).to_numpy()
+    feats = pd.DataFrame({k: pd.to_numeric(v, errors="coerce") for k, v in features.items()}, index=manifest_df.index)
+    df = manifest_df.join(feats.add_prefix("_f_")).merge(splits, left_on="image_rel", right_on="image",
+                                                          suffixes=("", "_s"))
+    cols = [f"_f_{k}" for k in features]
     y = df["label"].to_numpy()
     test = (df["part"] == "test").to_numpy()
     probs, oof = [], np.full(len(df), np.nan)
     for k in range(n_folds):
         tr = (df[f"role_fold{k}"] == "train").to_numpy()
         va = (df[f"role_fold{k}"] == "val").to_numpy()
-        X = np.column_stack([age.fillna(age[tr].mean()).to_numpy(), female])  # imputation: training part only
+        X = np.column_stack([df[c].fillna(df[c][tr].mean()).to_numpy() for c in cols])  # training part only
         lr = LogisticRegression(max_iter=1000).fit(X[tr], y[tr])
         probs.append(lr.predict_proba(X[test])[:, 1])
         oof[va] = lr.predict_proba(X[va])[:, 1]
@@ -82,14 +102,14 @@ def clinical_baseline(manifest_df: pd.DataFrame, splits: pd.DataFrame, n_folds: 
     pred = pd.DataFrame({"image": df["image_rel"][test].to_numpy(), "label": y[test], "prob": p})
     ok = ~np.isnan(oof)
     per_fold = [binary_metrics(y[test], q, 0.5) for q in probs]
-    s = {"folds": n_folds, "trainable": 3, "val_auc_mean": float("nan"),
+    s = {"folds": n_folds, "trainable": len(cols) + 1, "val_auc_mean": float("nan"),
          **operating_points(y[test], np.array(probs), y[ok], oof[ok], sens_target), "ece": float("nan")}
     for k in ("auc", "sensitivity", "specificity", "accuracy"):
         vals = [m[k] for m in per_fold]
         s[f"{k}_mean"], s[f"{k}_sd"] = float(np.mean(vals)), float(np.std(vals, ddof=1))
-    n_missing = int(age.isna().sum())
-    return s, pred, ("logistic regression on age and sex, fitted on each fold's training part"
-                     + (f"; {n_missing} missing age(s) filled with the training part's mean age" if n_missing else ""))
+    missing = {c[3:]: int(df[c].isna().sum()) for c in cols if df[c].isna().any()}
+    fill = "; ".join(f"{n} missing {c}(s) filled with the training part's mean {c}" for c, n in missing.items())
+    return s, pred, f"logistic regression on {what}, fitted on each fold's training part" + (f"; {fill}" if fill else "")
 
 
 def table2(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -108,17 +128,18 @@ def table2(summaries: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_comparisons(ens_preds: dict[str, pd.DataFrame], best: str) -> pd.DataFrame:
-    """DeLong paired test of every configuration against ``best`` on their shared test images,
-    with Holm-corrected p-values."""
-    ref = ens_preds[best].set_index("image")
+def paired_comparisons(ens_preds: dict[str, pd.DataFrame], best: str,
+                       pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """DeLong paired test of every configuration against ``best`` on their shared test images
+    (or of each (first, second) of ``pairs``: column 'AUC best' is then the first's), with
+    Holm-corrected p-values over the tests of the table."""
+    pairs = pairs if pairs is not None else [(best, label) for label in ens_preds if label != best]
     rows = []
-    for label, p in ens_preds.items():
-        if label == best:
-            continue
+    for first, label in pairs:
+        ref, p = ens_preds[first].set_index("image"), ens_preds[label]
         j = ref.join(p.set_index("image")[["prob"]].rename(columns={"prob": "prob_other"}), how="inner")
         r = delong_paired(j["label"], j["prob"], j["prob_other"])
-        rows.append({"configuration": label, "vs": best, "n_images": len(j), "AUC best": r["auc1"],
+        rows.append({"configuration": label, "vs": first, "n_images": len(j), "AUC best": r["auc1"],
                      "AUC other": r["auc2"], "difference": r["diff"], "z": r["z"], "p": r["p"]})
     out = pd.DataFrame(rows)
     if len(out):
