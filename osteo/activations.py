@@ -44,13 +44,28 @@ class _Overflow(Exception):
     pass
 
 
+def frozen_forward_with_statistics(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frozen-prefix output, [B, 2 x channels] spatial mean and std of each frozen block's
+    output, block by block: the frozen blocks' part of ``osteo.ood``'s block statistics)."""
+    if model.use_channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    stats = []
+    for block in model.frozen:
+        x = block(x)
+        stats += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+    return x, torch.cat(stats, 1).float()
+
+
 def _write(model, rois: np.ndarray, mean, std, tmp: Path, dtype: np.dtype, batch_size: int,
-           device, progress: bool) -> None:
-    out = None
+           device, progress: bool) -> np.ndarray:
+    """Write the prefix outputs to ``tmp``; returns the frozen blocks' statistics [N, D]."""
+    out, stats = None, []
     for s in tqdm(range(0, len(rois), batch_size), desc="frozen-block cache", unit="batch",
                   disable=not progress):
         x = torch.from_numpy(np.ascontiguousarray(rois[s:s + batch_size]))[:, None].to(device)
-        z = model.forward_frozen(normalise(x, mean, std)).float().cpu().contiguous().numpy()
+        z, st = frozen_forward_with_statistics(model, normalise(x, mean, std))
+        z = z.float().cpu().contiguous().numpy()
+        stats.append(st.cpu().numpy())
         if dtype == np.float16 and np.abs(z).max() > FLOAT16_MAX:
             raise _Overflow
         if out is None:  # a memory-mapped .npy: RAM holds one batch, not the whole cache
@@ -58,6 +73,14 @@ def _write(model, rois: np.ndarray, mean, std, tmp: Path, dtype: np.dtype, batch
         out[s:s + len(z)] = z
     out.flush()
     del out
+    return np.concatenate(stats)
+
+
+def prefix_statistics(model, rois: np.ndarray, mean, std, cache_dir: str | Path) -> np.ndarray | None:
+    """The frozen blocks' statistics [N, D] saved with the activation cache of these ROIs and
+    this prefix (``prefix_activations`` writes them), or None when there are none."""
+    path = Path(cache_dir) / "activations" / f"{cache_key(rois, mean, std, model)}-stats.npy"
+    return np.load(path) if path.exists() else None
 
 
 @torch.inference_mode()
@@ -89,14 +112,17 @@ def prefix_activations(model, rois: np.ndarray, mean, std, cache_dir: str | Path
             for path in candidates:
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
                 try:
-                    _write(model, rois, mean, std, tmp, np.dtype(path.stem.rsplit("-", 1)[1]),
-                           batch_size, device, progress)
+                    stats = _write(model, rois, mean, std, tmp, np.dtype(path.stem.rsplit("-", 1)[1]),
+                                   batch_size, device, progress)
                 except _Overflow:
                     tmp.unlink(missing_ok=True)
                     continue
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise
+                from osteo.io import atomic_save_npy
+
+                atomic_save_npy(folder / f"{key}-stats.npy", stats.astype(np.float32))
                 os.replace(tmp, path)  # complete files only: a killed job leaves no cache entry
                 return np.load(path, mmap_mode="r")
         finally:

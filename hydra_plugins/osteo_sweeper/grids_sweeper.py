@@ -75,9 +75,12 @@ class GridsSweeper(Sweeper):
                 statuses.append(r.return_value)  # raises if a job crashed outside the run
             returns.append(results)
             done, spent = start + len(batch), time.perf_counter() - t0
+            if start == 0:
+                first = (len(batch), spent)  # the first batch also makes data and caches: kept out of the rate
             if done < len(jobs):
+                rate = (spent - first[1]) / (done - first[0]) if done > first[0] else spent / done
                 log.info("sweep progress: %d of %d runs done in %s; about %s left", done, len(jobs),
-                         _clock(spent), _clock(spent / done * (len(jobs) - done)))
+                         _clock(spent), _clock(rate * (len(jobs) - done)))
         if not summarise(statuses):
             raise SystemExit(1)  # a sweep in which any run failed never exits 0
         return returns
