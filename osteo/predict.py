@@ -262,6 +262,11 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
             if len(batch) >= batch_size:
                 flush()
         flush()
+        n_default = sum(1 for r in rows if r["placement"] not in ("fixed",) and not r["status"].startswith("error")
+                        and r["pixel_mm"] != r["pixel_mm"] and r["mcw_mm"] == r["mcw_mm"])
+        if n_default:
+            log.warning("%d image(s) have no pixel size (no DICOM PixelSpacing, no manifest pixel_mm): their MCW uses "
+                        "data.anatomy.mcw.pixel_mm = %s mm", n_default, anatomy["mcw"]["pixel_mm"])
         for p in pending:
             p.result()  # raises an encoding error here rather than losing it
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,8 @@ from tqdm.auto import tqdm
 from osteo.data.images import ImageReadError, image_size, read_gray
 from osteo.data.roi import check_source_size, extract_roi
 from osteo.io import atomic_save_npy, atomic_write_text, available_cpus, file_lock
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2
 ANATOMY_VERSION = 1
@@ -85,16 +88,18 @@ def pixel_mm_of(rec: Mapping, anatomy: Mapping | None) -> tuple[float | None, st
     return pixel_size(rec["image"], v if v not in (None, "") else None, anatomy["mcw"]["pixel_mm"])
 
 
+def manifest_origin(rec: Mapping) -> tuple[int, int] | None:
+    """A manifest row's ROI origin (``roi_x0``, ``roi_y0``), or None where either is missing."""
+    bx, by = rec.get("roi_x0"), rec.get("roi_y0")
+    if bx in (None, "") or by in (None, "") or bx != bx or by != by:  # NaN != NaN
+        return None
+    return int(bx), int(by)
+
+
 def image_boxes(df, roi: Mapping) -> list[tuple[int, int, int, int]]:
     """Per-image boxes (x0, y0, w, h): the manifest's ``roi_x0``/``roi_y0`` where given."""
     x0, y0, w, h = (int(v) for v in roi["box_xywh"])
-    boxes = []
-    for rec in df.to_dict("records"):
-        bx = rec.get("roi_x0")
-        by = rec.get("roi_y0")
-        boxes.append((int(bx) if bx not in (None, "") and bx == bx else x0,
-                      int(by) if by not in (None, "") and by == by else y0, w, h))
-    return boxes
+    return [(*(manifest_origin(rec) or (x0, y0)), w, h) for rec in df.to_dict("records")]
 
 
 def _build_one(args) -> tuple[str, str | None, dict | None]:
@@ -105,27 +110,27 @@ def _build_one(args) -> tuple[str, str | None, dict | None]:
     if anatomy_file is not None and Path(anatomy_file).exists():
         info = json.loads(Path(anatomy_file).read_text())
     gray = None
+
+    def decode() -> np.ndarray:
+        if os.path.getsize(path) == 0:
+            raise ValueError("the file is empty (0 bytes)")
+        check_source_size(*image_size(path), roi.get("min_source_wh", (0, 0)))
+        return read_gray(path, roi.get("window", "minmax"))
+
     try:
-        if info is None or box is None:
-            if os.path.getsize(path) == 0:
-                raise ValueError("the file is empty (0 bytes)")
-            check_source_size(*image_size(path), roi.get("min_source_wh", (0, 0)))
-            gray = read_gray(path, roi.get("window", "minmax"))
         if anatomy_file is not None and info is None:
+            gray = decode()
             from osteo.anatomy.mandible import analyse
 
             info = analyse(gray, roi, anatomy, pixel_mm)
             atomic_write_text(anatomy_file, json.dumps(info))
-        if box is None:  # the placed box
+        placed = box is None
+        if placed:  # the finder's box (it may pass the image's bottom edge; a manifest's may not)
             box = (int(info["roi_x0"]), int(info["roi_y0"]), int(roi["box_xywh"][2]), int(roi["box_xywh"][3]))
         out = roi_file(roi_dir, digest, skey, box)
         if not Path(out).exists():
-            if gray is None:
-                if os.path.getsize(path) == 0:
-                    raise ValueError("the file is empty (0 bytes)")
-                check_source_size(*image_size(path), roi.get("min_source_wh", (0, 0)))
-                gray = read_gray(path, roi.get("window", "minmax"))
-            overhang = int(anatomy["box"]["max_overhang_px"]) if anatomy is not None and info is not None else 0
+            gray = decode() if gray is None else gray
+            overhang = int(anatomy["box"]["max_overhang_px"]) if placed else 0
             atomic_save_npy(out, extract_roi(gray, roi["resize_wh"], box, roi.get("scale", 1.0), overhang))
         return str(out), None, info
     except ImageReadError as e:
@@ -182,10 +187,12 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
     skey = settings_key(roi)
     akey = anatomy_key(roi, anatomy) if auto else None
     manifest_boxes = image_boxes(df, roi)
-    has_box = [rec.get("roi_x0") not in (None, "") and rec.get("roi_x0") == rec.get("roi_x0")
-               and rec.get("roi_y0") not in (None, "") and rec.get("roi_y0") == rec.get("roi_y0")
-               for rec in df.to_dict("records")]
+    has_box = [manifest_origin(rec) is not None for rec in df.to_dict("records")]
     pix = [pixel_mm_of(rec, anatomy) for rec in df.to_dict("records")]
+    n_default = sum(src == "default" for _, src in pix)
+    if n_default:
+        log.warning("%d image(s) have no pixel size (no DICOM PixelSpacing, no manifest pixel_mm column): their "
+                    "cortical width uses data.anatomy.mcw.pixel_mm = %s mm", n_default, anatomy["mcw"]["pixel_mm"])
     roi_dir = cache_dir / "roi" / skey
     memo = (str(cache_dir.resolve()), skey, akey, tuple(digs), tuple(manifest_boxes), tuple(pix), tuple(df["line"]))
     if memo in _LOADED:
@@ -214,12 +221,13 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
         return roi_file(roi_dir, job[4], skey, box).exists()
 
     todo = [i for i, j in enumerate(jobs) if not done(j)]
+    built: dict[int, tuple] = {}
     if todo:
         with file_lock(cache_dir / "roi" / f"{skey}.lock"):  # parallel jobs build each file once
             todo = [i for i in todo if not done(jobs[i])]
-            _build_many([jobs[i] for i in todo], num_workers, progress)
-    # every result (built now or earlier) is read back from the files: one path for both
-    results = [_build_one(j) for j in jobs]
+            built = dict(zip(todo, _build_many([jobs[i] for i in todo], num_workers, progress)))
+    # the rest were built earlier: _build_one only reads their files back
+    results = [built[i] if i in built else _build_one(j) for i, j in enumerate(jobs)]
     from osteo.data.roi import roi_output_hw
 
     h, w = roi_output_hw(roi["box_xywh"], roi.get("scale", 1.0))
