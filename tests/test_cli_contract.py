@@ -220,7 +220,7 @@ def test_preview_lists_unreadable_images_and_never_draws_them(tmp_path, caplog):
     m = _truncated(tmp_path / "data")
     out = tmp_path / "sheet.png"
     rc = run_cli(preview.main, [str(m), "--out", str(out), "--n", "8", f"paths.outputs={tmp_path / 'o'}"])
-    assert rc == 1 and out.exists()
+    assert rc == 1 and out.exists() and (tmp_path / "sheet_boxes.png").exists()  # crops, and whole images with box
     assert "line 4" in caplog.text and "i2.png" in caplog.text and "7 ROIs" in caplog.text
     assert not list(tmp_path.glob(".*.tmp"))
 

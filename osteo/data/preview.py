@@ -1,4 +1,5 @@
-"""A PNG contact sheet of ROIs: what the network will see.
+"""A PNG contact sheet of ROIs: what the network will see, and a second sheet of the whole
+images with the ROI box and the traced mandible border (``<out>_boxes.png``).
 
     python -m osteo.data.preview MANIFEST [--out roi_sheet.png] [--n 16] [data.roi.scale=0.5 ...]
 """
@@ -95,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             + ("  FLAGGED" if p["status"].startswith("flagged") else "")
             for r, p in zip(sub.itertuples(), places) if good[r.Index]]
     atomic_save_image(a.out, roi_sheet(rois[good], caps))
-    log.info("wrote %s (%d ROIs of %dx%d px, W x H)%s", a.out, int(good.sum()), rois.shape[2], rois.shape[1],
+    from osteo.anatomy.sheet import placement_sheet
+
+    boxes_out = Path(a.out).with_name(Path(a.out).stem + "_boxes" + Path(a.out).suffix)
+    placement_sheet(list(sub["image"][good]), [p for p, g in zip(places, good) if g],
+                    caps, d.roi.resize_wh, d.roi.box_xywh[2:], boxes_out)
+    log.info("wrote %s (%d ROIs of %dx%d px, W x H) and %s (the whole images with box and border)%s", a.out,
+             int(good.sum()), rois.shape[2], rois.shape[1], boxes_out,
              f"; {len(bad)} bad row(s) or image(s) left out" if bad else "")
     return 1 if bad else 0
 

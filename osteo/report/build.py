@@ -318,8 +318,10 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
         caps = [f"{Path(mdf['image_rel'].iloc[i]).name}  {places[i]['status'][:48]}"
                 + (f"  MCW {places[i]['mcw_mm']:.2f} mm" if places[i]["mcw_mm"] == places[i]["mcw_mm"] else "")
                 for i in pick]
-        add(figures.box_sheet([mdf["image"].iloc[i] for i in pick], [places[i] for i in pick], caps,
-                              cfg0.data.roi.resize_wh, cfg0.data.roi.box_xywh[2:], out / "roi_boxes.png"),
+        from osteo.anatomy.sheet import placement_sheet
+
+        add(placement_sheet([mdf["image"].iloc[i] for i in pick], [places[i] for i in pick], caps,
+                            cfg0.data.roi.resize_wh, cfg0.data.roi.box_xywh[2:], out / "roi_boxes.png"),
             "Placed ROI boxes",
             f"The ROI box the mandible finder placed (cyan; red: flagged) and the traced inferior border (green) "
             f"on {len(pick)} images, the {n_flag} flagged one(s) of {len(places)} first "
