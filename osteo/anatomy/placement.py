@@ -1,14 +1,16 @@
 """Per-image ROI placement from the traced border (resized-frame pixels, x right, y down).
 
-Rule: the box keeps its size (w x h, the thesis's 700 x 140). Horizontally it is centred on the
-midline (the symphysis), found as the column about which the image's lower part is most
-mirror-symmetric; for a steep border (too tall for both margins below) it slides sideways by up
-to ``max_slide_px`` to where the border spans the fewest rows. Vertically the border's lowest point inside the box's columns sits
-``bottom_margin_px`` above the box's bottom, when its highest point is then at least as far
-below the box's top; otherwise (a steep border) the border is centred vertically in the box.
-Either way it must stay ``min_margin_px`` inside the box's rows. The box may pass the image's bottom edge by
-``max_overhang_px`` (a chin at the film's edge; those rows are black). A border that cannot fit
-both margins is flagged.
+Rule: the box keeps its size (w x h, the thesis's 700 x 140).
+- Horizontally it is centred on the midline (the symphysis), found as the column about which
+  the image's lower part is most mirror-symmetric; for a steep border (too tall for both
+  margins below) it slides sideways by up to ``max_slide_px`` to where the border spans the
+  fewest rows.
+- Vertically the border's lowest point inside the box's columns sits ``bottom_margin_px`` above
+  the box's bottom when its highest point is then at least as far below the box's top;
+  otherwise the border is centred vertically in the box. Either way it must stay
+  ``min_margin_px`` inside the box's rows, or the image is flagged.
+- The box may pass the image's bottom edge by ``max_overhang_px`` (a chin at the film's edge;
+  those rows are black).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def place_box(rows: np.ndarray, midline: float, box_wh: Sequence[int], resize_wh
     W, H = (int(v) for v in resize_wh)
     centred = int(np.clip(round(midline - w / 2), 0, W - w))
     slide = int(cfg["max_slide_px"])
-    starts = [x for x in range(max(centred - slide, 0), min(centred + slide, W - w) + 1)]
+    starts = range(max(centred - slide, 0), min(centred + slide, W - w) + 1)
 
     def span(x0: int) -> float:
         seg = rows[x0:x0 + w]
