@@ -112,13 +112,10 @@ def block_statistics(model, loader, device: str | torch.device = "cpu",
 
 def save(det: dict[str, np.ndarray], path: str | Path) -> Path:
     """Write the detector as safetensors (atomically)."""
-    from safetensors.torch import save
+    from osteo.io import atomic_save_tensors
 
-    from osteo.io import _atomic
-
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(np.shape(v))
-               for k, v in det.items()}
-    return _atomic(path, lambda f: f.write(save(tensors)))
+    return atomic_save_tensors(path, {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(np.shape(v))
+                                      for k, v in det.items()})
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:

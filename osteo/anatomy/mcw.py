@@ -37,9 +37,11 @@ def cortical_width_mm(gray: np.ndarray, rows: np.ndarray, resize_wh: Sequence[in
     step = float(cfg["step_mm"]) / pixel_mm
     t = np.arange(-float(cfg["search_mm"]), float(cfg["max_mm"]) + 1e-9, float(cfg["step_mm"])) / pixel_mm
     blur = float(cfg["blur_mm"]) / pixel_mm
+    half_span = float(cfg["span_mm"]) / pixel_mm  # original pixels
+    cols = np.arange(len(rows))
+    slope = np.gradient(rows)
     out = []
     for xc in side_columns(midline, cfg):
-        half_span = float(cfg["span_mm"]) / pixel_mm  # original pixels
         xs = np.arange(xc * sx - half_span, xc * sx + half_span + 1e-9, max(step * 4, 1.0))  # original columns
         u = xs / sx  # resized columns
         ok = (u >= 1) & (u < len(rows) - 2)
@@ -47,9 +49,8 @@ def cortical_width_mm(gray: np.ndarray, rows: np.ndarray, resize_wh: Sequence[in
             out.append(float("nan"))
             continue
         xs, u = xs[ok], u[ok]
-        b = np.interp(u, np.arange(len(rows)), rows) * sy        # border row, original pixels
-        slope = np.gradient(rows)
-        dy = np.interp(u, np.arange(len(rows)), slope) * sy / sx  # rows per column, original
+        b = np.interp(u, cols, rows) * sy                         # border row, original pixels
+        dy = np.interp(u, cols, slope) * sy / sx                  # rows per column, original
         if np.isnan(b).any() or np.isnan(dy).any():
             out.append(float("nan"))
             continue

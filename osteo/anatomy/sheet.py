@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 def placement_sheet(images: list[str], places: list[dict], captions: list[str], resize_wh, box_wh, out: Path,
-              cols: int = 3, tile_w: int = 400) -> Path:
+                    cols: int = 3, tile_w: int = 400) -> Path:
     """A PNG of resized DPRs (``resize_wh``, W x H) with the ROI box (cyan; red when the image is
     flagged) and the traced border (green), ``cols`` per row, each ``tile_w`` pixels wide with a
     caption. ``places``: dicts with ``roi_x0``, ``roi_y0``, ``status`` and optionally the border
