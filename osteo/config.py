@@ -63,6 +63,12 @@ def weights_tag(weights) -> str:
     return parse_weights(weights).tag()
 
 
+def covariates_tag(covariates) -> str:
+    """',covariates=age+sex' for run directories of a fusion model; '' without covariates."""
+    names = [str(c) for c in (covariates or [])]
+    return f",covariates={'+'.join(names)}" if names else ""
+
+
 def norm(which: str, backbone: str, weights) -> list[float]:
     """'mean' or 'std' of the input normalisation for ``backbone`` with ``weights``."""
     from osteo.models.backbones import normalisation
@@ -74,7 +80,8 @@ def norm(which: str, backbone: str, weights) -> list[float]:
 def _register() -> None:
     from omegaconf import OmegaConf
 
-    for name, fn in (("osteo.data_tag", data_tag), ("osteo.weights_tag", weights_tag), ("osteo.norm", norm)):
+    for name, fn in (("osteo.data_tag", data_tag), ("osteo.weights_tag", weights_tag), ("osteo.norm", norm),
+                     ("osteo.covariates_tag", covariates_tag)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -25,22 +25,35 @@ def cam_target_layer(model, block: int = 5) -> nn.Module:
     return last
 
 
-def grad_cams(model, x: torch.Tensor, targets: Sequence[int] | None = None, block: int = 5) -> np.ndarray:
-    """Grad-CAM maps [B, H, W] for inputs ``x`` float [B, 3, H, W] on block ``block``'s last
-    conv activation; ``targets``: class per image (default: the predicted class). Runs outside
-    inference mode with the input requiring grad, so frozen blocks still pass gradients to the
-    hooked layer."""
+class _WithCovariates(nn.Module):
+    """A fusion model with its covariates bound, so that Grad-CAM can call it with images only."""
+
+    def __init__(self, model: nn.Module, c: torch.Tensor):
+        super().__init__()
+        self.model, self.c = model, c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, self.c)
+
+
+def grad_cams(model, x: torch.Tensor, targets: Sequence[int] | None = None, block: int = 5,
+              c: torch.Tensor | None = None) -> np.ndarray:
+    """Grad-CAM maps [B, H, W] for inputs ``x`` float [B, 3, H, W] (and a fusion model's
+    standardised covariates ``c`` [B, k]) on block ``block``'s last conv activation;
+    ``targets``: class per image (default: the predicted class). Runs outside inference mode
+    with the input requiring grad, so frozen blocks still pass gradients to the hooked layer."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     was_training = model.training
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone().float().requires_grad_(True)
+        net = _WithCovariates(model, c) if getattr(model, "covariates", None) else model
         if targets is None:
             with torch.no_grad():
                 model.eval()
-                targets = model(x).argmax(1).tolist()
-        cam = GradCAM(model=model, target_layers=[cam_target_layer(model, block)])
+                targets = net(x).argmax(1).tolist()
+        cam = GradCAM(model=net, target_layers=[cam_target_layer(model, block)])
         try:
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
         finally:
@@ -65,6 +78,18 @@ def border_band_ratio(cam: np.ndarray, border_rows: np.ndarray, band_px: float) 
     return float((cam[band].sum() / total) / band.mean())
 
 
+def cortex_soft_ratio(cam: np.ndarray, border_rows: np.ndarray, cortex_px: np.ndarray | float) -> float:
+    """(CAM mass on the cortex: from the border up ``cortex_px`` rows, per column) / (mass on the
+    soft tissue just below it: the same number of rows down from the border). Above 1: the model
+    looks at bone more than at what lies under it. ``cam`` [H, W]; ``border_rows`` [W] ROI rows."""
+    rows = np.arange(cam.shape[0])[:, None]
+    d = border_rows[None, :] - rows  # rows above the border (> 0)
+    w = np.broadcast_to(np.asarray(cortex_px, dtype=float), border_rows.shape)[None, :]
+    above, below = (d > 0) & (d <= w), (d <= 0) & (d > -w)
+    soft = cam[below].sum()
+    return float(cam[above].sum() / soft) if soft > 0 else float("nan")
+
+
 def _last_block_split(model) -> tuple[list[nn.Module], nn.Module, nn.Module]:
     """(the first four blocks, the last block up to and including the CAM target layer, the
     rest of the last block)."""
@@ -78,11 +103,12 @@ def _last_block_split(model) -> tuple[list[nn.Module], nn.Module, nn.Module]:
     return blocks[:-1], nn.Sequential(*layers[:i + 1]), nn.Sequential(*layers[i + 1:])
 
 
-def probs_cams_features(model, x: torch.Tensor, cams: bool = True
+def probs_cams_features(model, x: torch.Tensor, cams: bool = True, c: torch.Tensor | None = None
                         ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """One pass for screening: (probabilities of class 1 [B], Grad-CAM maps [B, H, W] in [0, 1]
     or None, block statistics [B, 2 x the 5 blocks' channels]: each block output's spatial mean
-    and standard deviation per channel, what osteo.ood scores) for inputs ``x`` float [B, 3, H, W].
+    and standard deviation per channel, what osteo.ood scores) for inputs ``x`` float [B, 3, H, W]
+    (and, for a fusion model, standardised covariates ``c`` float [B, k]).
 
     The backbone runs once, without gradients, up to the CAM target layer; only the last few
     layers and the head run with gradients, for the predicted class. The maps equal
@@ -105,7 +131,7 @@ def probs_cams_features(model, x: torch.Tensor, cams: bool = True
         f = rest_of_last(act)
         stats += [f.detach().mean(dim=(2, 3)), f.detach().std(dim=(2, 3))]
         f = torch.flatten(f, 1) if model.pool == "flatten" else f.mean(dim=(2, 3))
-        logits = model.head(f)
+        logits = model.head_logits(f, c)
         probs = logits.float().softmax(1)[:, 1]
         maps = None
         if cams:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
 from osteo.anatomy.mandible import FLAGGED, analyse, border_array, pixel_size
+from osteo.data.covariates import apply_transform, load_transform
 from osteo.data.inputs import find_inputs
 from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
 from osteo.cli import UserError
@@ -127,6 +128,24 @@ def cam_overlay(gray: np.ndarray, cam: np.ndarray, roi: dict, box: list[int], ca
     return atomic_save_image(out, im, **({"quality": 90} if out.suffix == ".jpg" else {"compress_level": 1}))
 
 
+def image_covariates(names: list[str], fields: dict) -> tuple[np.ndarray, list[str]]:
+    """(raw covariate values float [k], NaN where missing; the names of the missing ones) of one
+    image from its manifest row or command-line values ``fields``. An unreadable value raises
+    ``CovariateError`` naming it and where it came from."""
+    from osteo.data.covariates import CovariateError, parse_covariate
+
+    where = fields.get("_where", "the command line")
+    vals = []
+    for n in names:
+        try:
+            vals.append(parse_covariate(n, [fields.get(n, "")])[0])
+        except CovariateError:
+            raise CovariateError(f"{where}: covariate {n}={fields.get(n)!r} is not "
+                                 f"{'F or M' if n == 'sex' else 'a number'}") from None
+    vals = np.asarray(vals, dtype=np.float64)
+    return vals, [n for n, v in zip(names, vals) if v != v]
+
+
 def _run_files(dirs: list[Path]) -> tuple[list[dict | None], list[dict]]:
     """Per run: its OOD detector (None for runs made before osteo 0.2) and what it was trained on."""
     from osteo import ood
@@ -139,7 +158,8 @@ def _run_files(dirs: list[Path]) -> tuple[list[dict | None], list[dict]]:
 
 def predict(inputs: list[str], model: str, out: str, config: str | None = None, single: bool = False,
             batch_size: int = 8, cams: bool = True, device: str | None = None,
-            progress: bool = True, allow_phantom_model: bool = False, cam_format: str = "png") -> pd.DataFrame:
+            progress: bool = True, allow_phantom_model: bool = False, cam_format: str = "png",
+            covariates: dict[str, str] | None = None) -> pd.DataFrame:
     """Score images; returns the predictions table (the caller writes it).
 
     Columns: image, status ('ok', 'flagged: ...' or 'error: ...'), probability (the fold
@@ -147,7 +167,11 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     over the models; above 1: unlike the training images), trained_on, cam_png, models,
     model_dir, provenance, and the ROI's placement: roi_x0, roi_y0 (resized pixels), placement
     (fixed, manifest, ok, or flagged: the reason the mandible's border was not found), MCW
-    (mcw_left_mm, mcw_right_mm, mcw_mm) and pixel_mm where known. No decision is given for a
+    (mcw_left_mm, mcw_right_mm, mcw_mm) and pixel_mm where known. A fusion model reads its
+    covariates (e.g. age, sex) from each image's manifest row, or from ``covariates`` (name ->
+    value, for one image named directly); an image without them gets the status
+    ``missing covariate(s): ...`` and no score (nothing is imputed), and the ``covariates``
+    column shows the values used. No decision is given for a
     flagged image, nor for any image when the
     model was trained on phantoms, unless ``allow_phantom_model``.
     """
@@ -170,6 +194,13 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     ckpt = model_path if model_path.is_file() else None
     models = [load_model(d, checkpoint=ckpt if ckpt else None, device=device)[0] for d in dirs]
     dets, trained = _run_files(dirs)
+    cov_names = list(models[0].covariates)
+    transforms = [load_transform(d) for d in dirs] if cov_names else []
+    if covariates and not cov_names:
+        log.warning("the model uses no covariates: %s ignored", ", ".join(covariates))
+    if covariates and cov_names and len(files) > 1:
+        raise UserError(f"--age/--sex/--covariate give one image's covariates, but {len(files)} images were named; "
+                        "for several images use a manifest CSV with the columns " + ", ".join(cov_names))
     phantom_model = any(tr.get("kind") == "phantom" for tr in trained)
     trained_on = ("phantoms (synthetic images): not validated on real radiographs" if phantom_model
                   else ", ".join(sorted({f"{Path(tr.get('manifest', '?')).name} (sha1 {tr.get('sha1', '?')[:8]})"
@@ -201,14 +232,15 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
         if not batch:
             return
         x = normalise(torch.from_numpy(np.stack([b[1] for b in batch]))[:, None].to(device), mean, std)
-        outs = [probs_cams_features(m, x, cams) for m in models]
+        cs = [torch.from_numpy(apply_transform(np.stack([b[5] for b in batch]), t)).to(device) for t in transforms]
+        outs = [probs_cams_features(m, x, cams, cs[j] if cs else None) for j, m in enumerate(models)]
         per_model = np.stack([o[0] for o in outs])
         probs = per_model.mean(0)
         refer, votes = vote(per_model, thr)
         scores = [ood.score(det, o[2]) for det, o in zip(dets, outs) if det is not None]
         ood_score = np.median(np.stack(scores), axis=0) if scores else np.full(len(batch), np.nan)
         maps = np.mean([o[1] for o in outs], axis=0) if cams else None
-        for k, (i, _, gray, box, border) in enumerate(batch):
+        for k, (i, _, gray, box, border, _c) in enumerate(batch):
             r = rows[i]
             flagged = bool(ood_score[k] > 1)
             misplaced = str(r["placement"]).startswith(FLAGGED)
@@ -234,12 +266,14 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
         batch.clear()
 
     try:
-        for f, origin, manifest_mm in tqdm(files, desc="screening", unit="img", disable=not progress):
+        for item in tqdm(files, desc="screening", unit="img", disable=not progress):
+            f, origin, manifest_mm = item.path, item.origin, item.pixel_mm
             box = list(origin) + list(roi["box_xywh"][2:]) if origin else list(roi["box_xywh"])
             rows.append({"image": str(f), "status": "", "probability": np.nan, "decision": "",
                          "models_referring": np.nan, "threshold": thr, "ood_score": np.nan, "cam_png": "",
                          "roi_x0": box[0], "roi_y0": box[1], "placement": "manifest" if origin else "fixed",
-                         "mcw_left_mm": np.nan, "mcw_right_mm": np.nan, "mcw_mm": np.nan, "pixel_mm": np.nan})
+                         "mcw_left_mm": np.nan, "mcw_right_mm": np.nan, "mcw_mm": np.nan, "pixel_mm": np.nan,
+                         **({"covariates": ""} if cov_names else {})})
             try:
                 gray = read_gray(f, roi.get("window", "minmax"))
                 check_source_size(gray.shape[1], gray.shape[0], roi.get("min_source_wh", (0, 0)))
@@ -254,9 +288,20 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
                     rows[-1].update(roi_x0=box[0], roi_y0=box[1], placement=found["status"] if not origin else "manifest",
                                     mcw_left_mm=found["mcw_left_mm"], mcw_right_mm=found["mcw_right_mm"],
                                     mcw_mm=found["mcw_mm"], pixel_mm=pix if src != "default" else np.nan)
+                raw = None
+                if cov_names:
+                    raw, missing = image_covariates(cov_names, covariates or item.fields)
+                    rows[-1]["covariates"] = ", ".join(f"{n}={('F' if v else 'M') if n == 'sex' else f'{v:g}'}"
+                                                       for n, v in zip(cov_names, raw) if v == v)
+                    if missing:
+                        rows[-1]["status"] = (f"missing covariate(s): {', '.join(missing)}; give them in the manifest "
+                                              f"or with {' '.join('--' + n if n in ('age', 'sex') else '--covariate ' + n + '=VALUE' for n in missing)}")
+                        rows[-1]["decision"] = "no decision: covariates missing"
+                        log.warning("%s: %s", f, rows[-1]["status"])
+                        continue
                 batch.append((len(rows) - 1, extract_roi(gray, roi["resize_wh"], box, roi["scale"], overhang), gray, box,
-                              border))
-            except (ImageReadError, ValueError, OSError) as e:
+                              border, raw))
+            except (ImageReadError, ValueError, OSError) as e:  # CovariateError is a ValueError
                 rows[-1]["status"] = f"error: {str(e).split(': ', 1)[-1] if isinstance(e, ImageReadError) else e}"
                 log.warning("%s: %s", f, rows[-1]["status"])
             if len(batch) >= batch_size:
@@ -293,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM overlays")
     ap.add_argument("--cam-format", choices=("png", "jpg"), default="png", help="overlay format (jpg: smaller, faster)")
+    ap.add_argument("--age", help="one image's age in years (for a model fused with covariates)")
+    ap.add_argument("--sex", help="one image's sex, F or M (for a model fused with covariates)")
+    ap.add_argument("--covariate", action="append", default=[], metavar="NAME=VALUE",
+                    help="one image's other covariate, e.g. bmi=24.5 (repeatable)")
     ap.add_argument("--allow-phantom-model", action="store_true",
                     help="give referral decisions even with a model trained on synthetic phantoms (testing only)")
     a = ap.parse_args(argv)
@@ -306,22 +355,37 @@ def main(argv: list[str] | None = None) -> int:
     existing = [str(t) for t in targets if t.exists()]
     if existing and not a.force:
         raise UserError(f"{', '.join(existing)} exists; pass --force to overwrite it, or choose another --out")
+    given = {k: v for k, v in (("age", a.age), ("sex", a.sex)) if v is not None}
+    for item in a.covariate:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise UserError(f"--covariate {item!r}: write NAME=VALUE, e.g. --covariate bmi=24.5")
+        k, v = item.split("=", 1)
+        given[k.strip()] = v.strip()
+    from osteo.data.covariates import CovariateError, parse_covariate
+
+    for k, v in given.items():
+        try:
+            parse_covariate(k, [v])
+        except CovariateError:
+            raise UserError(f"--{k if k in ('age', 'sex') else 'covariate ' + k} {v!r}: give "
+                            f"{'F or M' if k == 'sex' else 'a number'}") from None
     t0 = time.perf_counter()
     df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam,
-                 allow_phantom_model=a.allow_phantom_model, cam_format=a.cam_format)
+                 allow_phantom_model=a.allow_phantom_model, cam_format=a.cam_format, covariates=given or None)
     seconds = time.perf_counter() - t0
     atomic_write_csv(out / "predictions.csv", df)
     if a.json:
         atomic_write_text(out / "predictions.json", df.to_json(orient="records", indent=2))
     failed = int(df["status"].str.startswith("error").sum())
+    unscored = int(df["status"].str.startswith("missing covariate").sum())
     flagged = int(df["status"].str.startswith("flagged").sum())
     refer = int((df["decision"] == REFER).sum())
-    log.info(f"{len(df) - failed} image(s) screened ({flagged} flagged: unlike the training images or ROI not placed), "
-             f"{refer} to refer for DXA, {failed} failed (threshold {df['threshold'].iloc[0]:.3f}, "
+    log.info(f"{len(df) - failed - unscored} image(s) screened ({flagged} flagged: unlike the training images or ROI not placed), "
+             f"{refer} to refer for DXA, {failed} failed, {unscored} without their covariates (threshold {df['threshold'].iloc[0]:.3f}, "
              f"{df['models'].iloc[0]} model(s)); {out / 'predictions.csv'}")
     log.info(f"{len(df) / seconds:.2f} images/s ({seconds:.1f} s, overlays {'off' if a.no_cam else 'on'})")
     log.info(DISCLAIMER)
-    return 1 if failed else 0
+    return 1 if failed or unscored else 0
 
 
 if __name__ == "__main__":

@@ -30,12 +30,14 @@ from osteo.stats import threshold_for_sensitivity
 WEIGHTS_FILE = "best.safetensors"
 
 
-def config_label(backbone: str, depth: int, weights: object) -> str:
+def config_label(backbone: str, depth: int, weights: object, covariates=()) -> str:
     """A configuration's full name: backbone, fine-tune depth (TF N: the last N of 5 blocks
-    trained) and initialisation, e.g. 'vgg16 TF2, timm' or 'vgg16_slim TF5, random init'."""
+    trained), initialisation and fused covariates, e.g. 'vgg16 TF2, timm',
+    'vgg16_slim TF5, random init' or 'vgg16 TF1, vgg16_hed + age, sex'."""
     spec = parse_weights(weights)
     init = {"none": "random init", "timm": "timm"}.get(spec.kind) or spec.name or spec.path.stem
-    return f"{backbone} TF{int(depth)}, {init}"
+    cov = f" + {', '.join(str(c) for c in covariates)}" if covariates else ""
+    return f"{backbone} TF{int(depth)}, {init}{cov}"
 
 
 def run_weights(cfg) -> object:
@@ -47,7 +49,12 @@ def run_weights(cfg) -> object:
 
 def run_label(cfg) -> str:
     """``config_label`` of a run's saved config."""
-    return config_label(cfg.backbone, int(cfg.depth), run_weights(cfg))
+    return config_label(cfg.backbone, int(cfg.depth), run_weights(cfg), run_covariates(cfg))
+
+
+def run_covariates(cfg) -> list[str]:
+    """The covariates a run's saved config fused with the image ([] for older runs)."""
+    return [str(c) for c in (cfg.model.get("covariates", None) or [])]
 
 
 def data_identity(metrics: dict) -> str:
@@ -81,6 +88,7 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
         row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
                "pretrained": parse_weights(run_weights(cfg)).pretrained, "fold": int(cfg.fold),
                "n_folds": int(cfg.data.split.n_folds), "config": run_label(cfg),
+               "covariates": ",".join(run_covariates(cfg)),
                "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
                "threshold": m["threshold_val_youden"], "manifest": m.get("manifest"),
                "splits": m.get("splits"), "data": data_identity(m),

@@ -139,6 +139,25 @@ def trained_on(cfg: DictConfig, manifest: Path) -> dict:
             "sha1": hashlib.sha1(Path(manifest).read_bytes()).hexdigest()}
 
 
+def start_covariates(model, dm, out_dir: Path) -> None:
+    """Save the fold's covariate transform with the run and, with ``covariate_init=logistic``,
+    start the covariates' output weights from a logistic regression on the training rows."""
+    from osteo.data.covariates import save_transform
+
+    save_transform(dm.covariate_transform, out_dir)
+    imputed = {n: sum(v.values()) for n, v in dm.covariate_transform["imputed"].items() if sum(v.values())}
+    log.info("covariates %s fused with the image%s", ", ".join(model.covariates),
+             f"; imputed values: {imputed}" if imputed else "")
+    if model.covariate_init == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        tr = dm.idx["train"]
+        lr = LogisticRegression(max_iter=1000).fit(dm.covariates[tr], dm.labels[tr])
+        model.init_covariate_weights(lr.coef_[0], float(lr.intercept_[0]))
+        log.info("covariate weights start from a logistic regression on the training rows: %s",
+                 ", ".join(f"{n} {w:+.2f}" for n, w in zip(model.covariates, lr.coef_[0])))
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train, pick the best checkpoint by validation AUC, score validation and test once,
     and write the run's files into ``out_dir``. Returns the metrics dict."""
@@ -160,7 +179,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     if done is not None:
         log.info("%s: finished run with the same config found, skipping", out_dir)
         return done
-    for stale in ("metrics.json", "predictions.csv", "error.txt", WEIGHTS_FILE, "best.ckpt", "ood.safetensors"):
+    for stale in ("metrics.json", "predictions.csv", "error.txt", WEIGHTS_FILE, "best.ckpt", "ood.safetensors",
+                  "covariates.json"):
         (out_dir / stale).unlink(missing_ok=True)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -176,6 +196,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     log.info("%s: %s", cfg.backbone, weights.describe())
     model = instantiate(cfg.model, input_hw=list(input_hw), channels_last=channels_last)
     params = count_parameters(model)
+    if model.covariates:
+        start_covariates(model, dm, out_dir)
     t0 = time.perf_counter()
     use_cache = bool(cfg.activation_cache) and not cfg.data.augment and len(model.frozen) > 0
     if use_cache:
@@ -236,6 +258,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "n_train": int(len(dm.idx["train"])), "n_val": int(len(vi)), "n_test": int(len(ti)),
         "device": accel, "precision": precision, "channels_last": channels_last, "cpus": cpus,
         "activation_cache": use_cache,
+        "covariates": model.covariates, "covariate_transform": dm.covariate_transform,
         "seconds": {"activation_cache": round(t_cache, 2), "fit": round(t_fit, 2), "predict": round(t_pred, 2),
                     "ood": round(t_ood, 2)},
         "train_images_per_s": round(len(dm.idx["train"]) * max(epochs, 1) / t_fit, 2) if t_fit else None,

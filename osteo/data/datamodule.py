@@ -25,25 +25,31 @@ log = logging.getLogger(__name__)
 
 class RoiDataset(Dataset):
     """Cached uint8 ROIs as dicts ``x`` (uint8 [1, h, w]), ``y`` (0/1), ``idx`` (manifest row);
-    with ``features``, ``z`` (float32 frozen-prefix activations) instead of ``x``."""
+    with ``features``, ``z`` (float32 frozen-prefix activations) instead of ``x``; with
+    ``covariates`` (float32 [N, k], standardised), ``c`` as well."""
 
     def __init__(self, rois: np.ndarray, labels: np.ndarray, indices: np.ndarray, transform=None,
-                 features: np.ndarray | None = None):
+                 features: np.ndarray | None = None, covariates: np.ndarray | None = None):
         self.rois, self.labels, self.indices, self.transform = rois, labels, indices, transform
         self.features = features  # frozen-prefix activations [N, C, h, w]: yields "z" instead of "x"
+        self.covariates = covariates
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.indices[i])
+        item: dict[str, Any] = {"y": int(self.labels[j]), "idx": j}
+        if self.covariates is not None:
+            item["c"] = torch.from_numpy(self.covariates[j])
         if self.features is not None:  # stored in half precision on disk, served as float32
-            return {"z": torch.from_numpy(np.asarray(self.features[j], dtype=np.float32)),
-                    "y": int(self.labels[j]), "idx": j}
+            item["z"] = torch.from_numpy(np.asarray(self.features[j], dtype=np.float32))
+            return item
         img = self.rois[j]
         if self.transform is not None:
             img = self.transform(image=img)["image"]
-        return {"x": torch.from_numpy(np.ascontiguousarray(img))[None], "y": int(self.labels[j]), "idx": j}
+        item["x"] = torch.from_numpy(np.ascontiguousarray(img))[None]
+        return item
 
 
 class DprDataModule(pl.LightningDataModule):
@@ -52,7 +58,10 @@ class DprDataModule(pl.LightningDataModule):
     ``manifest=None`` uses the built-in phantom set (generated on first use under
     ``phantom.out_dir``). ``fold`` picks the validation part; the test set is the same for
     every fold. Batches are dicts ``x`` (float [B, 3, h, w], normalised with ``mean``/``std``,
-    0..1 scale), ``y``, ``idx``.
+    0..1 scale), ``y``, ``idx``, and with ``covariates`` (manifest columns) ``c`` (float
+    [B, k], standardised with this fold's training rows; ``covariate_transform`` holds the
+    transform; ``covariates_missing``: ``error`` names the rows, ``impute`` fills with the
+    training rows' median and logs the count).
 
     ``prepare_data`` does the one-time disk work (phantoms, ROI cache, split file; each under
     a lock, so parallel jobs do it once); ``setup`` reads it into memory.
@@ -63,7 +72,8 @@ class DprDataModule(pl.LightningDataModule):
                  augment: Sequence | None = None, skip_bad_rows: bool = False,
                  cache_dir: str = "outputs/cache", mean: Sequence[float] = (0.5, 0.5, 0.5),
                  std: Sequence[float] = (0.5, 0.5, 0.5), progress: bool = True,
-                 workers: int | None = None, anatomy: Mapping | None = None):
+                 workers: int | None = None, anatomy: Mapping | None = None,
+                 covariates: Sequence[str] = (), covariates_missing: str = "error"):
         super().__init__()
         self.manifest_path = manifest
         self.phantom = dict(phantom or {})
@@ -82,8 +92,14 @@ class DprDataModule(pl.LightningDataModule):
         self.workers = workers  # processes for phantoms and the ROI cache; None: this job's CPUs
         self.anatomy = (OmegaConf.to_container(anatomy, resolve=True) if OmegaConf.is_config(anatomy)
                         else anatomy)  # the mandible finder's settings (placement=auto)
+        self.covariate_names = [str(c) for c in (covariates or [])]
+        if covariates_missing not in ("error", "impute"):
+            raise ValueError(f"data.covariates_missing={covariates_missing!r}: use error or impute")
+        self.covariates_missing = covariates_missing
         self.df: pd.DataFrame | None = None
         self.features: np.ndarray | None = None
+        self.covariates: np.ndarray | None = None
+        self.covariate_transform: dict | None = None
 
     def use_features(self, features: np.ndarray | None) -> None:
         """Serve cached frozen-prefix activations (one per manifest row) instead of ROIs."""
@@ -145,6 +161,29 @@ class DprDataModule(pl.LightningDataModule):
         self.labels = self.df["label"].to_numpy().astype(np.int64)
         self.splits = pd.read_csv(self.split_path, dtype={"patient_id": str, "part": str})
         self.idx = fold_indices(self.splits, self.df, self.fold)
+        if self.covariate_names:
+            self._setup_covariates()
+
+    def _setup_covariates(self) -> None:
+        """Read the covariates, check or impute missing values, and standardise them with
+        statistics of this fold's training rows only."""
+        from osteo.data.covariates import CovariateError, apply_transform, covariate_matrix, fit_transform, missing_report
+
+        names = self.covariate_names
+        raw = covariate_matrix(self.df, names, str(self.manifest_file))
+        used = np.concatenate([self.idx[p] for p in ("train", "val", "test")])
+        report = missing_report(raw[used], names, self.df["line"].to_numpy()[used])
+        if report and self.covariates_missing == "error":
+            raise CovariateError(f"{self.manifest_file}: missing covariate values ({report}); fill them in, "
+                                 "or set data.covariates_missing=impute (the training rows' median, counted in the log)")
+        t = fit_transform(raw[self.idx["train"]], names)
+        t["imputed"] = {n: {p: int(np.isnan(raw[self.idx[p], k]).sum()) for p in ("train", "val", "test")}
+                        for k, n in enumerate(names)}
+        if report:
+            log.warning("covariates: imputed with the training rows' median (data.covariates_missing=impute): %s",
+                        report)
+        self.covariate_transform = t
+        self.covariates = apply_transform(raw, t)
 
     # ------------------------------------------------------------------ loaders
     def _transform(self):
@@ -157,7 +196,8 @@ class DprDataModule(pl.LightningDataModule):
     def dataset(self, part: str, train: bool = False) -> RoiDataset:
         """The dataset of 'train', 'val', 'test' or 'all' (every image)."""
         idx = np.arange(len(self.df)) if part == "all" else self.idx[part]
-        return RoiDataset(self.rois, self.labels, idx, self._transform() if train else None, self.features)
+        return RoiDataset(self.rois, self.labels, idx, self._transform() if train else None, self.features,
+                          self.covariates)
 
     def loader(self, part: str, train: bool = False) -> DataLoader:
         """A DataLoader over 'train', 'val', 'test' or 'all'; ``train`` shuffles and augments.

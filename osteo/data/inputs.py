@@ -11,11 +11,13 @@ from osteo.data.images import IMAGE_SUFFIXES
 
 class InputImage(NamedTuple):
     """An image to process: its path, the manifest's ROI origin (x0, y0) in resized pixels or
-    None, and the manifest's pixel size in mm or None."""
+    None, the manifest's pixel size in mm or None, and the manifest row's fields (raw text;
+    empty for an image named directly), where covariates such as age and sex are read."""
 
     path: Path
     origin: tuple[int, int] | None
     pixel_mm: float | None
+    fields: dict = {}
 
 
 def find_inputs(inputs: list[str]) -> list[InputImage]:
@@ -43,7 +45,9 @@ def find_inputs(inputs: list[str]) -> list[InputImage]:
                     pix = float(r["pixel_mm"]) if r.get("pixel_mm", "") != "" else None
                 except ValueError as e:
                     raise UserError(f"{p} line {line}: {e}; roi_x0, roi_y0 and pixel_mm must be numbers") from None
-                out.append(InputImage((p.parent / r["image"]).resolve(), origin, pix))
+                fields = {k: v for k, v in r.items() if k != "image"}
+                fields["_where"] = f"{p} line {line}"
+                out.append(InputImage((p.parent / r["image"]).resolve(), origin, pix, fields))
         else:
             out.append(InputImage(p, None, None))
     return out

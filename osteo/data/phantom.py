@@ -55,11 +55,49 @@ class PhantomParams:
     t_threshold: float = -2.5
     cw_at_t_minus1_mm: float = 3.9   # mean cortical width at T = -1
     cw_per_t_mm: float = 0.55        # mm of cortex per unit of T-score
-    cw_noise_mm: float = 0.6         # individual variation at difficulty 1
+    cw_noise_mm: float = 0.75        # individual variation at difficulty 1
+    erosion_noise: float = 1.4       # of the endosteal erosion score (Klemetti class), in T units
+    bvf_per_t: float = 0.05          # trabecular bone volume fraction per unit of T-score
+    bvf_noise: float = 0.1
     width_px: tuple = (1348, 2820)   # original image widths seen in the thesis
     fov_mm: float = 250.0            # field of view across the image width
     hyoid_prob: float = 0.2
     low_contrast_prob: float = 0.1
+    bottom_strip_prob: float = 0.3   # an unexposed (black) strip along the bottom edge
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a phantom looks: grey levels, texture and acquisition, in the renderer's additive
+    attenuation scale (0..1 grey before gain and gamma; lengths in 1200 x 630 pixels unless
+    mm). Each is the centre of a per-image random range. Fitted to the grey levels, profiles
+    and power spectra of the 40 real DPRs of shared/real-dpr/abdi-dev with
+    ``benchmarks/phantom_realism.py`` (figures only; no image content is copied)."""
+
+    soft_level: float = 0.127        # soft tissue over the face
+    soft_fall_px: float = 16.8      # decay length of soft tissue below the border
+    chin: float = 0.056             # chin soft tissue below the border, at the midline
+    anterior: float = 0.115         # lips/tongue over the anterior mandible
+    anterior_width: float = 0.357   # half-width of the anterior region, in border half-widths
+    radius_mm: float = 4.35         # rounding of the lower border (bucco-lingual half-thickness)
+    cortical_mu: float = 0.0256      # grey per mm of cortical bone on the ray's path
+    trabecular_ratio: float = 1.0   # trabecular attenuation / cortical, per unit volume fraction
+    texture_amp: float = 0.7        # relative contrast of the trabecular texture
+    texture_aniso: float = 3.04      # its elongation along the border
+    ridge_width: float = 0.19       # thinness of the trabecular network's lines
+    ridge_weight: float = 0.7      # network share of the texture (rest: smooth band-pass field)
+    blotch: float = 0.726           # coarse density variation of the trabecular bone
+    spine: float = 0.065             # median brightness of the cervical spine's ghost
+    spine_lines: float = 1.08        # airway and vertebral edges in it, relative
+    neck_shadow: float = 0.016      # broad vertical shadows of the neck's soft tissues
+    blur_px: float = 0.96            # unsharpness (Gaussian sigma)
+    gain_sd: float = 0.1
+    offset_sd: float = 0.08          # grey offset: real DPRs vary in brightness more than in contrast
+    noise: float = 0.046            # quantum noise at grey 1 (full-size pixels)
+    column_noise: float = 0.02     # column-to-column gain of a scanning sensor
+
+
+LOOK = Look()
 
 
 # ----------------------------------------------------------------------------- subjects
@@ -87,9 +125,9 @@ def sample_subjects(p: PhantomParams) -> pd.DataFrame:
             t = min(round(p.t_threshold - abs(rng.normal(0.0, 0.7)), 1), p.t_threshold)
         cw = p.cw_at_t_minus1_mm + p.cw_per_t_mm * (t + 1.0) + rng.normal(0, p.cw_noise_mm * d)
         cw = float(np.clip(cw, 0.8, 6.5))
-        erosion = -t + rng.normal(0, 0.7 * d)
+        erosion = -t + rng.normal(0, p.erosion_noise * d)
         klemetti = "C1" if erosion < 1.9 else ("C2" if erosion < 2.9 else "C3")
-        bvf = float(np.clip(0.52 + 0.05 * t + rng.normal(0, 0.05 * d), 0.2, 0.7))  # trabecular density
+        bvf = float(np.clip(0.52 + p.bvf_per_t * t + rng.normal(0, p.bvf_noise * d), 0.2, 0.7))  # trabecular density
         W = int(rng.integers(p.width_px[0], p.width_px[1] + 1))
         H = int(np.clip(round(W * rng.uniform(0.49, 0.53)), 685, 1348))
         s = p.framing_spread
@@ -146,107 +184,208 @@ def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(a, (0, 0), sigma) if sigma > 0 else a
 
 
-def render(row: dict, p: PhantomParams) -> np.ndarray:
-    """Draw one phantom; returns uint8 (height, width) in original pixels."""
+def random_field(rng: np.random.Generator, shape: tuple[int, int], band: tuple[float, float],
+                 beta: float, aniso: float = 1.0, theta: float = 0.0) -> np.ndarray:
+    """Gaussian random field of unit SD, float32 (H, W): power ~ f**-beta inside the band
+    ``(f_lo, f_hi)`` (cycles per pixel, smooth edges); ``aniso`` > 1 stretches its structures
+    along the direction ``theta`` (radians from the x axis)."""
+    from scipy import fft
+
+    h, w = shape
+    f32 = np.float32
+    fy = np.fft.fftfreq(h).astype(f32)[:, None]
+    fx = np.fft.rfftfreq(w).astype(f32)[None]
+    c, s_ = f32(np.cos(theta)), f32(np.sin(theta))
+    f = np.hypot((fx * c + fy * s_) * f32(aniso), (-fx * s_ + fy * c) / f32(aniso))
+    f[0, 0] = 1.0
+    amp = f ** f32(-beta / 2) * (1 - np.exp(-(f / f32(band[0])) ** 2)) * np.exp(-(f / f32(band[1])) ** 2)
+    amp[0, 0] = 0.0
+    z = np.empty((h, w // 2 + 1), np.complex64)  # single precision: half the time of numpy's complex128
+    z.real = rng.standard_normal((h, w // 2 + 1), dtype=f32)
+    z.imag = rng.standard_normal((h, w // 2 + 1), dtype=f32)
+    out = fft.irfft2(z * amp, s=(h, w))
+    return (out / (out.std() + 1e-12)).astype(f32)
+
+
+def chord_mm(t: np.ndarray, radius: float) -> np.ndarray:
+    """Path length (mm) of a ray through a bone whose lower end is rounded with ``radius`` (mm),
+    at depth ``t`` (mm) above that end: 0 below it, 2 * radius once past the rounding."""
+    tt = np.clip(t, 0.0, radius)
+    return 2.0 * np.sqrt(np.maximum(2.0 * radius * tt - tt * tt, 0.0))
+
+
+def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
+    """Draw one phantom; returns uint8 (height, width) in original pixels.
+
+    Grey values are built in an additive attenuation scale in the 1200 x 630 frame: soft
+    tissue, then the mandible as a projected shell (a rounded cortex of the subject's width
+    around trabecular bone, so the cortex brightens from its periosteal margin toward its
+    endosteal one, as a tangentially seen tube does), trabecular texture, lacunae, teeth, the
+    spine's and hyoid's ghosts; then gain, gamma, blur and correlated noise at full size.
+    The constants were fitted to the grey levels, profiles and power spectra of 40 real DPRs
+    (``benchmarks/phantom_realism.py``); no image content was copied.
+    """
     rng = np.random.default_rng([p.seed, 1, int(row["patient_id"][1:])])
     Wk, Hk = WORK_WH
     W, H = row["width"], row["height"]
     sx, sy = W / Wk, H / Hk
-    u = np.arange(Wk, dtype=np.float32)
+    u = np.arange(Wk, dtype=np.float32)[None]
     v = np.arange(Hk, dtype=np.float32)[:, None]
     xc = row["border_xc"] / sx
     half = row["border_halfwidth"] / sx
     s = (u - xc) / half
-    b = border_y(u * sx, row) / sy                                   # border row per column
-    mm_per_px = row["pixel_mm"] * H / Hk                     # vertical mm per work pixel
+    b = (border_y(u[0] * sx, row) / sy).astype(np.float32)[None]    # border row per column
+    mm_v = row["pixel_mm"] * sy                                       # mm per work pixel, vertical
+    mm_h = row["pixel_mm"] * sx                                       # and horizontal
+    slope_mm = np.gradient(b[0]) * (mm_v / mm_h)
+    depth = (b - v) * mm_v / np.sqrt(1 + slope_mm ** 2)[None]        # mm above the border, perpendicular
     d = p.difficulty
 
-    # soft tissue and background: brighter skull/maxilla above, darker neck below
-    img = 0.30 + 0.18 * np.exp(-v / 180.0) + 0.0 * u
-    img = img + 0.05 * _blur(rng.standard_normal((Hk, Wk)).astype(np.float32), 40) * 6
-    below = np.clip((v - b) / 90.0, 0, 1)
-    img = img - 0.10 * below
+    # soft tissue: a level over the face, falling off into the dark submandibular region
+    s_up = look.soft_level * rng.uniform(0.67, 1.33)
+    floor = rng.uniform(0.0, 0.08) * rng.random()
+    fall = look.soft_fall_px * rng.uniform(0.42, 1.58)
+    soft = s_up + 0.10 * np.exp(-v / 160.0) + 0.0 * u
+    below = v > b
+    soft = np.where(below, floor + (soft - floor) * np.exp(-np.maximum(v - b, 0) / fall), soft)
+    chin = np.exp(-np.abs((u - xc) / rng.uniform(80, 150)) ** 4 - (v - b) / 80.0)   # chin soft tissue
+    soft = soft + below * look.chin * rng.uniform(0.25, 1.75) * chin
+    soft = soft + 0.025 * random_field(rng, (Hk, Wk), (1 / 300, 1 / 40), 2.0)
+    # the tongue's edge / air space: a soft horizontal step across the body
+    tongue = b - rng.uniform(60, 120)
+    soft = soft + rng.uniform(-0.05, 0.05) / (1 + np.exp(np.clip((v - tongue) / 6.0, -30, 30))) * (~below)
 
-    # mandible body between the alveolar crest and the inferior border (ramus rises at the sides)
-    body_h = (29.0 - 5.0 * np.abs(s)) / mm_per_px                  # crest to border: ~29 mm
-    crest = b - body_h
-    inside = (v >= crest) & (v <= b) & (np.abs(s) < 1.45)
-    ramus = (np.abs(s) >= 1.25) & (np.abs(s) < 1.6) & (v <= b) & (v > b - 420)
-    bone = (inside | ramus).astype(np.float32)
+    # mandible: crest-to-border height and the bucco-lingual rounding of the body (mm)
+    body_mm = rng.uniform(26, 34) - 5.0 * np.abs(s) - 0.05 * max(row["age"] - 50, 0)
+    crest = b - body_mm / mm_v
+    # outer radius of the lower border and buccal/lingual plate thickness (mm); the symphysis
+    # is thicker, so the anterior mandible projects brighter than the body
+    xa = xc + rng.normal(0, 20)                        # the head's centre, off the border's by rotation
+    ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(0.75, 1.25))) ** 6)
+    radius = look.radius_mm * rng.uniform(0.82, 1.18) * (1 + rng.uniform(0.2, 0.5) * ant)
+    plate = rng.uniform(1.0, 1.8) * (1 + 0.5 * ant)
+    in_body = np.abs(s) < 1.45
+    body = in_body / (1 + np.exp(np.clip((crest - v) / 4.0, -30, 30)))           # fades out at the crest
+    ramus = ((np.abs(s) >= 1.25) & (np.abs(s) < 1.6) & (v > b - 420)).astype(np.float32)
+    body = np.maximum(body, ramus * (v <= b)).astype(np.float32)
 
-    # trabecular bone: band-pass noise thresholded at the bone volume fraction
-    noise = rng.standard_normal((Hk, Wk)).astype(np.float32)
-    band = _blur(noise, 1.6) - _blur(noise, 4.5)
-    thr = np.quantile(band, 1 - row["trabecular_bvf"])
-    trab = 0.42 + 0.13 * _blur((band > thr).astype(np.float32), 0.8) + 0.03 * band
-    img = img * (1 - bone) + trab * bone
-
-    # cortex along the inferior border: width in pixels, thickest below the mental foramen
-    cw_px = row["cortical_width_mm"] / mm_per_px
-    prof = 0.78 + 0.22 * np.exp(-((np.abs(s) - 0.55) / 0.3) ** 2)
-    prof = prof / (0.78 + 0.22)  # 1.0 at the measuring site
-    # the width is measured perpendicular to the border (in mm, work pixels are not square)
-    slope_mm = np.gradient(b) * (mm_per_px / (row["pixel_mm"] * W / Wk))
-    inner = b - cw_px * prof * np.sqrt(1 + slope_mm ** 2) \
-        + 0.6 * _blur(rng.standard_normal(Wk).astype(np.float32)[None], 3)[0]
+    # cortical width along the border: thickest below the mental foramen, endosteal wobble,
+    # thinning and irregularity that grow with the Klemetti class
+    cw = row["cortical_width_mm"]
     k = row["klemetti"]
-    if k in ("C2", "C3"):  # semilunar lacunar defects of the endosteal margin
-        n_def = rng.poisson((0.035 if k == "C2" else 0.06) * Wk * 0.6)
-        for c in rng.uniform(xc - 1.2 * half, xc + 1.2 * half, n_def):
-            r = rng.uniform(0.25, 0.6) * cw_px + 1
-            span = np.abs(u - c) < r
-            inner[span] += np.sqrt(np.maximum(r ** 2 - (u[span] - c) ** 2, 0)) * 0.8
-    inner = np.minimum(inner, b - 0.7)
-    cortex = ((v >= inner) & (v <= b) & (np.abs(s) < 1.45)).astype(np.float32)
-    if k == "C3":  # porous cortex: dark pores throughout its width
-        pores = (rng.random((Hk, Wk)) < 0.05).astype(np.float32)
-        pores = _blur(pores, 0.9) > 0.12
-        cortex = cortex * (1 - 0.8 * pores)
-    img = img * (1 - cortex) + 0.80 * cortex
-    # soft edge just below the border (periosteum / soft tissue transition)
-    img = img + 0.05 * np.exp(-np.maximum(v - b, 0) / 6.0) * (v > b)
+    prof = 0.78 + 0.22 * np.exp(-((np.abs(s[0]) - 0.55) / 0.3) ** 2)  # 1 at the measuring site
+    wobble = {"C1": 0.04, "C2": 0.12, "C3": 0.2}[k]
+    cw_u = cw * prof * (1 + wobble * random_field(rng, (1, Wk), (1 / 400, 1 / 25), 1.0)[0])
+    cw_u = np.maximum(cw_u[None], 0.4)
+    mu_c = look.cortical_mu * rng.uniform(0.87, 1.13)   # cortical bone per mm of path
+    r_trab = look.trabecular_ratio * row["trabecular_bvf"]  # trabecular relative to cortical
+    outer = chord_mm(depth, radius)
+    inner = chord_mm(depth - cw_u, radius - plate)
+    cortical = outer - inner
 
-    # teeth: lower and upper arches above the crest, some missing (more with age)
+    # lacunae: irregular resorption cavities at the endosteal margin (C2), through the cortex (C3)
+    lac = np.zeros((Hk, Wk), np.float32)
+    n_lac = {"C1": 0, "C2": rng.poisson(14), "C3": rng.poisson(30)}[k]
+    for _ in range(n_lac):
+        cu = rng.uniform(xc - 1.2 * half, xc + 1.2 * half)
+        ci = int(np.clip(cu, 0, Wk - 1))
+        frac = rng.uniform(0.5, 1.0) if k == "C2" else rng.uniform(0.15, 1.0)
+        ct = cw_u[0, ci] * frac                        # depth of its centre, mm
+        hu = rng.uniform(1.0, 3.0) / mm_h              # half-length along the border, px
+        ht = rng.uniform(0.25, 0.5) * cw_u[0, ci] / mm_v    # half-height, px
+        cv_ = b[0, ci] - ct / mm_v
+        r0, r1 = int(max(cv_ - ht - 2, 0)), int(min(cv_ + ht + 3, Hk))
+        c0, c1 = int(max(cu - hu - 2, 0)), int(min(cu + hu + 3, Wk))
+        if r1 <= r0 or c1 <= c0:
+            continue
+        e = ((u[:, c0:c1] - cu) / hu) ** 2 + ((v[r0:r1] - cv_) / ht) ** 2
+        lac[r0:r1, c0:c1] = np.maximum(lac[r0:r1, c0:c1], np.clip(1.5 - e, 0, 1))
+    if n_lac:
+        lac = np.clip(_blur(lac, 1.2) * (1 + 0.5 * random_field(rng, (Hk, Wk), (1 / 20, 1 / 3), 1.0)), 0, 1)
+
+    # trabecular bone: band-limited anisotropic texture, coarser and more contrasted when sparse
+    bvf = row["trabecular_bvf"]
+    coarse = 1.0 + 1.5 * (0.55 - bvf)
+    theta = rng.normal(0.0, 0.4)
+    tex = random_field(rng, (Hk, Wk), (1 / (60 * coarse), 1 / (4 * coarse)), 1.6,
+                       look.texture_aniso * rng.uniform(0.8, 1.2), theta)
+    ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (40 * coarse), 1 / (6 * coarse)), 1.0,
+                                   0.75 * look.texture_aniso * rng.uniform(0.8, 1.2), theta) / look.ridge_width) ** 2)
+    tex = (1 - look.ridge_weight) * tex + look.ridge_weight * (ridges - ridges.mean()) / (ridges.std() + 1e-6)
+    tex_amp = look.texture_amp * np.clip(1 + 1.6 * (0.55 - bvf), 0.7, 1.5)
+    tex = tex_amp * tex + look.blotch * rng.uniform(0.6, 1.4) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
+    bone = mu_c * (cortical * (1 - 0.6 * lac) + r_trab * inner * (1 + tex))
+    # soft tissue of the lips, chin and tongue over the anterior mandible
+    img = soft + body * (bone + look.anterior * rng.uniform(0.4, 1.6) * ant)
+
+    # lower teeth: roots from the crest down 12-17 mm (dentin slightly denser than bone, a dark
+    # periodontal line and canal), crowns above; upper crowns and roots above them
     miss = float(np.clip(0.04 + 0.006 * (row["age"] - 40), 0.0, 0.55))
-    crest_c = crest
+    xs = xc + half * np.sign(np.linspace(-1, 1, 16)) * np.abs(np.linspace(-1, 1, 16)) ** 0.8 * 0.95
     for arch in (0, 1):
-        xs = np.linspace(xc - 0.95 * half, xc + 0.95 * half, 14)
-        wt = (xs[1] - xs[0]) * 0.42
-        for x_t in xs:
+        for i, x_t in enumerate(xs):
             if rng.random() < miss:
                 continue
             ci = int(np.clip(x_t, 0, Wk - 1))
-            top = crest_c[ci] - 55 - (85 if arch else 0) + rng.normal(0, 3)
-            tooth_len = 95 + rng.normal(0, 6)
-            yy0, yy1 = (top, top + tooth_len) if arch == 0 else (top - tooth_len + 55, top + 10)
-            root_end = crest_c[ci] + 42 if arch == 0 else yy1
-            y_lo, y_hi = yy0, (root_end if arch == 0 else yy1)
-            r0, r1 = int(max(np.floor(y_lo), 0)), int(min(np.ceil(y_hi) + 1, Hk))
-            c0, c1 = int(max(np.floor(x_t - wt), 0)), int(min(np.ceil(x_t + wt) + 1, Wk))
+            wt = (4.0 + 3.0 * abs(i - 7.5) / 7.5) / mm_h / 2       # half-width: incisors to molars
+            cr = crest[0, ci] if np.ndim(crest) else crest
+            root = rng.uniform(12, 17) / mm_v
+            crown = rng.uniform(7, 9) / mm_v
+            if arch == 0:
+                top, bot, apex_down = cr - crown, cr + root, True
+            else:
+                occl = cr - crown - rng.uniform(0, 3)
+                top, bot, apex_down = occl - crown - root, occl, False
+            r0, r1 = int(max(np.floor(top), 0)), int(min(np.ceil(bot) + 2, Hk))
+            c0, c1 = int(max(np.floor(x_t - wt - 3), 0)), int(min(np.ceil(x_t + wt + 4), Wk))
             if r1 <= r0 or c1 <= c0:
                 continue
-            vv, uu = v[r0:r1], u[c0:c1]
-            m = (np.abs(uu - x_t) < wt * (1 - 0.5 * np.clip((vv - crest_c[ci]) / 60, 0, 1))) \
-                & (vv > y_lo) & (vv < y_hi)
-            img[r0:r1, c0:c1] = np.where(m, 0.78 + 0.08 * (vv < crest_c[ci] - 20), img[r0:r1, c0:c1])
+            vv, uu = v[r0:r1], u[:, c0:c1]
+            along = (vv - top) / (bot - top) if apex_down else (bot - vv) / (bot - top)  # 0 crown .. 1 apex
+            rootpart = along > crown / (bot - top)
+            taper = np.where(rootpart, 1 - 0.65 * np.clip((along - crown / (bot - top)) / (1 - crown / (bot - top)), 0, 1), 1.0)
+            dist = np.abs(uu - x_t) / (wt * taper)
+            inside = (dist < 1) & (along >= 0) & (along <= 1)
+            add = np.where(inside, np.where(rootpart, 0.05, 0.28), 0.0)
+            add = add - 0.03 * ((dist >= 1) & (dist < 1 + 2 / max(wt, 1)) & rootpart & (along <= 1.02))
+            add = add - 0.03 * (inside & rootpart & (dist < 0.18))
+            img[r0:r1, c0:c1] += _blur(add.astype(np.float32), 0.7)
 
-    # cervical spine ghost over the midline, hyoid ghost near the border
-    img = img + 0.12 * np.exp(-((u - xc) / 60.0) ** 2) * (1 + 0.3 * np.sin(v / 35.0))
-    if row["hyoid"]:
+    # cervical spine ghost over the midline: a wide soft band with vertebrae and vertical streaks
+    amp = float(np.exp(rng.normal(np.log(look.spine), 0.7)))
+    sw = rng.uniform(90, 170) / 2
+    sc = xa + rng.normal(0, 10)
+    band = np.exp(-np.abs((u - sc) / sw) ** 4)
+    walls = np.exp(-((np.abs(u - sc) - 0.8 * sw) / 4.0) ** 2)          # the vertebral bodies' walls
+    vert = 1 + 0.25 * np.sin(2 * np.pi * v / rng.uniform(60, 95) + rng.uniform(0, 6.3))
+    lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-1.2, 1.2) * sw) / rng.uniform(4, 15)) ** 2)
+                for _ in range(rng.integers(1, 5)))                   # airway and vertebral edges
+    streak = random_field(rng, (Hk, Wk), (1 / 300, 1 / 30), 1.0, 3.0, np.pi / 2)
+    img = img + amp * (band * (1 + 0.25 * streak) + 0.3 * walls + lines) * vert
+    # other superimposed soft tissues of the neck: broad vertical shadows
+    img = img + look.neck_shadow * rng.uniform(0.4, 1.6) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
+    if rng.random() < p.hyoid_prob:
         hx = xc + rng.choice([-1, 1]) * rng.uniform(70, 230)
-        hy = b[int(np.clip(hx, 0, Wk - 1))] + rng.uniform(-12, 28)
+        hy = b[0, int(np.clip(hx, 0, Wk - 1))] + rng.uniform(-12, 28)
         ang = rng.uniform(-0.3, 0.3)
         du, dv = u - hx, v - hy
         r2 = ((du * np.cos(ang) + dv * np.sin(ang)) / 45) ** 2 + ((-du * np.sin(ang) + dv * np.cos(ang)) / 9) ** 2
-        img = img + 0.22 * _blur((r2 < 1).astype(np.float32), 2.5)
+        img = img + rng.uniform(0.05, 0.15) * _blur((r2 < 1).astype(np.float32), 3.0)
 
-    # acquisition: blur, contrast, brightness, gamma, then full-resolution noise
-    img = _blur(img.astype(np.float32), rng.uniform(0.5, 1.4) * d)
-    contrast = rng.normal(1.0, 0.1) * (0.55 if row["low_contrast"] else 1.0)
-    img = 0.5 + contrast * (img - 0.5) + rng.normal(0, 0.035)
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.8, 1.25)
+    # acquisition: unsharpness, gain, offset, gamma; then full-size noise with a detector blur
+    img = _blur(img.astype(np.float32), look.blur_px * rng.uniform(0.67, 1.33) * d)
+    gain = max(rng.normal(1.0, look.gain_sd), 0.3) * (0.75 if row["low_contrast"] else 1.0)
+    img = gain * img + rng.normal(0, look.offset_sd)
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.2)
     full = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
-    full += rng.standard_normal((H, W), dtype=np.float32) * np.float32(rng.uniform(0.008, 0.025) * d)
+    # a scanning sensor's column-to-column gain differences, and an unexposed strip at the bottom
+    full *= np.float32(1) + look.column_noise * rng.uniform(0.0, 2.0) * rng.standard_normal((1, W), dtype=np.float32)
+    if rng.random() < p.bottom_strip_prob:  # below the chin: it never hides the border
+        top = max(H - int(rng.uniform(0.0, 0.07) * H), int(np.ceil((b.max() + 25) * sy)))
+        full[top:] = 0.0
+    noise = rng.standard_normal((H, W), dtype=np.float32)
+    # quantum noise grows with attenuation: faint in the dark soft tissue, strongest in bone
+    full += _blur(noise, 0.6) * (np.float32(0.05) + full) * np.float32(look.noise * rng.uniform(0.57, 1.43) * d)
     return np.clip(np.rint(full * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -258,9 +397,19 @@ def _render_to_file(args) -> str:
 
 # ----------------------------------------------------------------------------- the data set
 
+def latent_features(subjects: pd.DataFrame) -> np.ndarray:
+    """What the generator draws bone from, per subject: cortical width (mm), Klemetti class
+    (C2 and C3 indicators) and trabecular volume fraction; float [N, 4]."""
+    k = subjects["klemetti"]
+    return np.column_stack([subjects["cortical_width_mm"], k == "C2", k == "C3",
+                            subjects["trabecular_bvf"]]).astype(np.float64)
+
+
 def oracle_auc(subjects: pd.DataFrame, split_seed: int = 0) -> dict:
-    """AUC of the true cortical width (thinner = osteoporosis) on the held-out test split
-    that the default split settings draw, and on all subjects."""
+    """Test-split AUC of the latent-variable oracle: a logistic regression on everything the
+    generator knows about bone (``latent_features``), fitted on the subjects outside the
+    held-out test split that the default split settings draw. Also: the oracle on all subjects
+    (fitted on the same rows) and ``cw_test``, the true cortical width alone on the test split."""
     from sklearn.metrics import roc_auc_score
 
     from osteo.data.splits import SplitError, make_splits
@@ -272,12 +421,16 @@ def oracle_auc(subjects: pd.DataFrame, split_seed: int = 0) -> dict:
         sp = make_splits(d, seed=split_seed, test_per_class=tpc,
                          test_fraction=None if tpc else 0.2, n_folds=5)
     except SplitError:  # too few phantoms to split: no oracle figure
-        return {"test": float("nan"), "all": float("nan"), "n_test": 0}
+        return {"test": float("nan"), "all": float("nan"), "n_test": 0, "cw_test": float("nan")}
+    from sklearn.linear_model import LogisticRegression
+
     test = (sp["part"] == "test").to_numpy()
-    score = -subjects["cortical_width_mm"].to_numpy()
     y = subjects["label"].to_numpy()
+    X = latent_features(subjects)
+    score = LogisticRegression(max_iter=1000).fit(X[~test], y[~test]).predict_proba(X)[:, 1]
+    cw = -subjects["cortical_width_mm"].to_numpy()
     return {"test": float(roc_auc_score(y[test], score[test])), "all": float(roc_auc_score(y, score)),
-            "n_test": int(test.sum())}
+            "n_test": int(test.sum()), "cw_test": float(roc_auc_score(y[test], cw[test]))}
 
 
 def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int | None = None,
@@ -401,8 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     manifest = generate(a.out, p, workers=a.workers)
     info = json.loads((Path(a.out) / "phantom.json").read_text())
     log.info(f"wrote {p.n} phantoms and {manifest} in {info['seconds']} s ({info['workers']} workers)")
-    log.info(f"oracle AUC (true cortical width as score): test split {info['oracle_auc']['test']:.3f} "
-             f"(n={info['oracle_auc']['n_test']}), all {info['oracle_auc']['all']:.3f}")
+    o = info["oracle_auc"]
+    log.info(f"oracle AUC (logistic regression on the bone latents: cortical width, Klemetti class, trabecular "
+             f"fraction): test split {o['test']:.3f} (n={o['n_test']}), all {o['all']:.3f}; true cortical width "
+             f"alone {o.get('cw_test', float('nan')):.3f}")
     for y, st in info["class_stats"].items():
         log.info(f"  class {y}: n={st['n']} F/M={st['female']}/{st['male']} age {st['age_mean']:.1f} +- "
                  f"{st['age_sd']:.1f} cortex {st['cw_mean']:.2f} +- {st['cw_sd']:.2f} mm")

@@ -8,8 +8,9 @@ from torch import nn
 
 
 def thesis_head(in_features: int, hidden: Sequence[int] = (512, 256), dropout: float = 0.5,
-                num_classes: int = 2) -> nn.Sequential:
-    """Dense layers with ReLU and dropout on a flat feature vector of ``in_features``.
+                num_classes: int = 2, extra_inputs: int = 0) -> nn.Sequential:
+    """Dense layers with ReLU and dropout on a flat feature vector of ``in_features``; the output
+    layer takes ``extra_inputs`` more inputs (covariates, late fusion; 0: the thesis's head).
 
     At 140x700 VGG16 gives 4x21x512 = 43008 features: 22,020,608 + 131,328 + 514 parameters.
     """
@@ -18,5 +19,5 @@ def thesis_head(in_features: int, hidden: Sequence[int] = (512, 256), dropout: f
     for h in hidden:
         layers += [nn.Linear(prev, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         prev = h
-    layers.append(nn.Linear(prev, num_classes))
+    layers.append(nn.Linear(prev + int(extra_inputs), num_classes))
     return nn.Sequential(*layers)

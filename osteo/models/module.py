@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -27,12 +28,16 @@ class DprClassifier(pl.LightningModule):
 
     ``depth`` N in 0..5 trains the last N blocks (the thesis's VGG16-TF N). Inputs are
     float [B, 3, H, W] with ``input_hw`` = (H, W) pixels; outputs are two logits.
+    ``covariates`` (names, e.g. ``[age, sex]``) are fused late: their standardised values
+    float [B, k] join the head's last hidden features (after its second dropout) at the input
+    of the output layer. With none the model is exactly the thesis's.
     """
 
     def __init__(self, backbone: str = "vgg16", depth: int = 2, weights: object = None,
                  input_hw: Sequence[int] = (140, 700), pool: str = "auto",
                  head: Mapping | None = None, optimizer=None,
-                 class_weights: Sequence[float] | None = None, channels_last: bool = False):
+                 class_weights: Sequence[float] | None = None, channels_last: bool = False,
+                 covariates: Sequence[str] = (), covariate_init: str = "logistic"):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
@@ -49,8 +54,12 @@ class DprClassifier(pl.LightningModule):
         c, h, w = feature_shape(nn.Sequential(*blocks), tuple(input_hw))
         self.feature_chw = (c, h, w)
         head = dict(head or {})
+        self.covariates = [str(v) for v in (covariates or [])]
+        if covariate_init not in ("logistic", "random"):
+            raise ValueError(f"model.covariate_init={covariate_init!r}: use logistic or random")
+        self.covariate_init = covariate_init
         self.head = thesis_head(c * h * w if self.pool == "flatten" else c, head.get("hidden", (512, 256)),
-                                head.get("dropout", 0.5), head.get("num_classes", 2))
+                                head.get("dropout", 0.5), head.get("num_classes", 2), len(self.covariates))
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.use_channels_last = bool(channels_last)
@@ -73,19 +82,44 @@ class DprClassifier(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.frozen(x)
 
-    def forward_trainable(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits [B, 2] from the frozen prefix's output ``z``."""
+    def head_logits(self, f: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, 2] from pooled or flattened image features ``f`` [B, D] and, for a fusion
+        model, standardised covariates ``c`` [B, k]."""
+        if not self.covariates:
+            return self.head(f)
+        if c is None or c.shape[-1] != len(self.covariates):
+            raise ValueError(f"this model fuses the covariates {', '.join(self.covariates)}: pass their "
+                             f"standardised values [B, {len(self.covariates)}]")
+        h = self.head[:-1](f)
+        return self.head[-1](torch.cat([h, c.to(h.dtype)], 1))
+
+    def init_covariate_weights(self, coef: Sequence[float], intercept: float = 0.0) -> None:
+        """Start the covariates' output weights from a logistic regression on them (coefficients
+        per standardised covariate and intercept, fitted on the training rows): the fusion model
+        then starts where the covariates alone stand, and training adds the image."""
+        k = len(self.covariates)
+        w = torch.as_tensor(np.asarray(coef, dtype=np.float32))
+        out = self.head[-1]
+        with torch.no_grad():
+            out.weight[1, -k:] = w / 2
+            out.weight[0, -k:] = -w / 2
+            out.bias[1] += float(intercept) / 2
+            out.bias[0] -= float(intercept) / 2
+
+    def forward_trainable(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, 2] from the frozen prefix's output ``z`` (and covariates ``c``)."""
         if self.use_channels_last and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         f = self.trainable(z)
         f = torch.flatten(f, 1) if self.pool == "flatten" else f.mean(dim=(2, 3))
-        return self.head(f)
+        return self.head_logits(f, c)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_trainable(self.forward_frozen(x))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_trainable(self.forward_frozen(x), c)
 
     def _logits(self, batch: Mapping) -> torch.Tensor:
-        return self.forward_trainable(batch["z"]) if "z" in batch else self(batch["x"])
+        c = batch.get("c")
+        return self.forward_trainable(batch["z"], c) if "z" in batch else self(batch["x"], c)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch, batch_idx):

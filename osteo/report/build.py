@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from osteo.report import figures
-from osteo.report.tables import clinical_baseline, config_summary, mcw_baseline, paired_comparisons, table2
+from osteo.report.tables import (clinical_baseline, config_summary, logistic_baseline, mcw_baseline,
+                                 paired_comparisons, table2)
 from osteo.runs import ensemble, load_runs
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ MCW_BASELINE = "cortical width, MCW (logistic regression)"
 
 
 def _attributes(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration (pretrained, backbone, depth), in report order."""
-    return (runs.groupby("config")[["pretrained", "backbone", "depth"]].first()
-            .sort_values(["pretrained", "backbone", "depth"]))
+    """One row per configuration (pretrained, backbone, depth, covariates), in report order."""
+    runs = runs if "covariates" in runs else runs.assign(covariates="")
+    return (runs.groupby("config")[["pretrained", "backbone", "depth", "covariates"]].first()
+            .sort_values(["pretrained", "backbone", "depth", "covariates"]))
 
 
 def _best_fold(runs: pd.DataFrame):
@@ -61,7 +63,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     from osteo.checkpoints import load_datamodule, load_model
     from osteo.data.cache import image_boxes
     from osteo.data.phantom import roi_border_rows
-    from osteo.gradcam import border_band_ratio, grad_cams
+    from osteo.gradcam import border_band_ratio, cortex_soft_ratio, grad_cams
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run = _best_fold(runs[runs["config"] == best])
@@ -72,11 +74,27 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
 
     blocks = [int(b) for b in rcfg.gradcam.target_blocks]
+    cov_cache: dict[str, np.ndarray] = {}
+
+    def covs_for(mdl) -> np.ndarray:
+        """Every manifest row's covariates, standardised with the fold transform of the run that
+        ``mdl`` came from (its covariates.json)."""
+        from osteo.data.covariates import apply_transform, covariate_matrix, load_transform
+
+        d = mdl_dirs[id(mdl)]
+        if d not in cov_cache:
+            t = load_transform(d)
+            cov_cache[d] = apply_transform(covariate_matrix(dm.df, t["names"]), t)
+        return cov_cache[d]
+
+    mdl_dirs = {id(model): run["dir"]}
 
     def cams_for(mdl, images, block=blocks[0]):
         idx = np.array([pos_of[i] for i in images], dtype=np.int64)  # may be empty: a kind with no case
         x = dm.normalise(torch.from_numpy(dm.rois[idx])[:, None]).to(device)
-        out_ = [grad_cams(mdl, x[s:s + 8], block=block) for s in range(0, len(x), 8)]
+        c = torch.from_numpy(covs_for(mdl)[idx]).to(device) if mdl.covariates else None
+        out_ = [grad_cams(mdl, x[s:s + 8], block=block, c=None if c is None else c[s:s + 8])
+                for s in range(0, len(x), 8)]
         return dm.rois[idx], np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
 
     files = []
@@ -108,17 +126,22 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         if fold_run is None:
             continue
         mdl, _ = load_model(fold_run["dir"], device=device)
+        mdl_dirs[id(mdl)] = fold_run["dir"]
         for block in blocks:
             _, cams = cams_for(mdl, test_imgs, block)
             for img, cam in zip(test_imgs, cams):
                 r = df.iloc[pos_of[img]].to_dict()
                 box = boxes[pos_of[img]]
-                band_px = float(rcfg.gradcam.band_mm) / (r["pixel_mm"] * r["height"] / roi["resize_wh"][1]) * roi["scale"]
+                px_mm = r["pixel_mm"] * r["height"] / roi["resize_wh"][1] / roi["scale"]  # mm per ROI row
+                border = roi_border_rows(r, roi, box)
                 rows.append({"configuration": label, "target": f"block {block}", "label": int(r["label"]),
-                             "ratio": border_band_ratio(cam, roi_border_rows(r, roi, box), band_px)})
-    band = (pd.DataFrame(rows).groupby(["configuration", "target", "label"])["ratio"].agg(["mean", "std", "count"])
-            .unstack("label"))
-    band.columns = [f"{a} ({'osteoporosis' if b else 'normal'})" for a, b in band.columns]
+                             "ratio": border_band_ratio(cam, border, float(rcfg.gradcam.band_mm) / px_mm),
+                             "cortex/soft": cortex_soft_ratio(cam, border, r["cortical_width_mm"] / px_mm)})
+    band = (pd.DataFrame(rows).groupby(["configuration", "target", "label"])[["ratio", "cortex/soft"]]
+            .agg(["mean", "count"]).unstack("label"))
+    band.columns = [f"{'band ' if a == 'ratio' else ''}{a} {s} ({'osteoporosis' if b else 'normal'})"
+                    for a, s, b in band.columns]
+    band = band.drop(columns=[c for c in band.columns if c.startswith("cortex/soft count")])
     band = band.reset_index()
     band = band.assign(_o=band["configuration"].map({c: i for i, c in enumerate(order)})).sort_values(
         ["_o", "target"], ascending=[True, False]).drop(columns="_o")
@@ -137,6 +160,50 @@ def _with_anatomy(mdf: pd.DataFrame, cfg: DictConfig) -> tuple[pd.DataFrame, lis
                     anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True), placements_out=places)
     p = pd.DataFrame(places, index=mdf.index)
     return mdf.assign(box_x0=p["roi_x0"], box_y0=p["roi_y0"], roi_status=p["status"], mcw_mm=p["mcw_mm"]), places
+
+
+def fusion_comparisons(runs: pd.DataFrame, attrs: pd.DataFrame, order: list[str], all_summ: dict, ens: dict,
+                       mdf: pd.DataFrame, splits: pd.DataFrame, cfg0: DictConfig, rcfg: DictConfig
+                       ) -> tuple[pd.DataFrame, list[str]]:
+    """Paired tests of each fusion configuration against its image-only twin (same backbone,
+    depth and weights, where it was run) and against its covariates alone (logistic regression
+    on the same folds; added to ``all_summ`` and ``ens``, so Table 2 shows it), and one answer
+    per question. Returns (table, answers); both empty without fusion runs."""
+    from osteo.data.covariates import covariate_matrix
+
+    fused = {label: runs.loc[runs["config"] == label, "covariates"].iloc[0] for label in order}
+    fused = {k: v for k, v in fused.items() if v}
+    if not fused:
+        return pd.DataFrame(), []
+    pairs, kinds = [], {}
+    for label, covs in fused.items():
+        names = covs.split(",")
+        alone = BASELINE if names == ["age", "sex"] else f"{' + '.join(names)} (logistic regression)"
+        if alone not in ens:
+            raw = covariate_matrix(mdf, names)
+            s, p, _ = logistic_baseline(mdf, splits, int(cfg0.data.split.n_folds),
+                                        {n: pd.Series(raw[:, k], index=mdf.index) for k, n in enumerate(names)},
+                                        " + ".join(names), float(rcfg.sensitivity_target))
+            all_summ[alone], ens[alone] = s, p
+        pairs.append((label, alone))
+        kinds[(label, alone)] = f"image adds to {' + '.join(names)}"
+        twin = label.split(" + ")[0]
+        if twin in ens:
+            pairs.append((label, twin))
+            kinds[(label, twin)] = f"{' + '.join(names)} add to the image"
+    tab = paired_comparisons(ens, order[0], pairs).rename(
+        columns={"vs": "fusion", "configuration": "alone", "AUC best": "AUC fusion", "AUC other": "AUC alone"})
+    tab.insert(0, "question", [kinds[(f, a)] for f, a in zip(tab["fusion"], tab["alone"])])
+    answers = []
+    for r in tab.to_dict("records"):
+        yes = bool(r["significant at 0.05"]) and r["difference"] > 0  # significant, in fusion's favour
+        what, _, other = r["question"].partition(" add")
+        answers.append(f"Do{'es' if what == 'image' else ''} {'the ' if what == 'image' else ''}{what} add"
+                       f"{other[1:] if other.startswith('s') else other}? {'Yes' if yes else 'Not shown'} (Holm-corrected "
+                       f"paired test at 0.05): {r['fusion']} {r['AUC fusion']:.3f} against {r['alone']} {r['AUC alone']:.3f}, "
+                       f"difference {r['difference']:+.3f}, p = {r['p']:.3g} (Holm {r['p (Holm)']:.3g}), "
+                       f"{r['n_images']} test images.")
+    return tab, answers
 
 
 def methods_text(cfg: DictConfig, runs: pd.DataFrame) -> str:
@@ -269,11 +336,17 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
     by_key = {}
     for label in order:
         a = attrs.loc[label]
+        if a["covariates"]:  # fusion models are compared in their own table
+            continue
         by_key.setdefault((a["backbone"], int(a["depth"])), {})[bool(a["pretrained"])] = label
     pairs = [(v[True], v[False]) for v in by_key.values() if True in v and False in v]
     init_comps = paired_comparisons(ens, best, pairs).rename(
         columns={"configuration": "random init", "vs": "pretrained", "AUC best": "AUC pretrained",
                  "AUC other": "AUC random init"}) if pairs else pd.DataFrame()
+    fusion, fusion_answers = fusion_comparisons(runs, attrs, order, all_summ, ens, mdf, splits, cfg0, rcfg)
+    if len(fusion):
+        atomic_write_csv(out / "fusion_tests.csv", fusion)
+        notes.append("Fusion: " + " ".join(fusion_answers))
     atomic_write_csv(out / "table1.csv", t1.reset_index().rename(columns={"index": "parameter"}))
     atomic_write_csv(out / "table2.csv", t2)
     atomic_write_csv(out / "table2_raw.csv", pd.DataFrame(all_summ).T.reset_index(names="configuration"))
@@ -296,7 +369,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
     add(figures.auc_vs_params(summaries, out / "auc_vs_params.png"), "Test AUC against trainable parameters",
         "Fold-mean test AUC (± SD) of each configuration against its number of trainable parameters "
         "(log scale), as the thesis's Figure 7.")
-    same_backbone = attrs[attrs["backbone"] == attrs.loc[best, "backbone"]]
+    same_backbone = attrs[(attrs["backbone"] == attrs.loc[best, "backbone"]) & (attrs["covariates"] == "")]
     pre = list(same_backbone.index[same_backbone["pretrained"].astype(bool)])
     group = pre if len(pre) > 1 else list(same_backbone.index)
     if len(group) > 1:
@@ -328,7 +401,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
             f"(data.roi.flagged={cfg0.data.roi.get('flagged', 'skip')}).")
     cam_files, band, cam_note = [], None, "Grad-CAM disabled (report.gradcam.enabled=false)."
     if rcfg.gradcam.enabled:
-        pre = [k for k in order if bool(attrs.loc[k, "pretrained"])]
+        pre = [k for k in order if bool(attrs.loc[k, "pretrained"]) and not attrs.loc[k, "covariates"]]
         shown = (max(pre, key=lambda k: summaries[k]["val_auc_mean"]) if pre and rcfg.gradcam.pretrained_first
                  else best)  # the galleries show the best pretrained model where there is one
         cam_files, band, cam_note = _gradcam_section(shown, runs, ens[shown],
@@ -348,6 +421,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
         command=command, table1=t1.to_html(border=0, classes="t"), table2=_table_html(t2), notes=notes,
         best=best, paired=_table_html(comps, "{:.4f}") if len(comps) else "", figures=figs,
         init_paired=_table_html(init_comps, "{:.4f}") if len(init_comps) else "",
+        fusion=_table_html(fusion, "{:.4f}") if len(fusion) else "", fusion_answers=fusion_answers,
         cam_note=cam_note, cam_figures=cam_files, band=_table_html(band, "{:.2f}") if band is not None else "",
         missing=_table_html(missing) if len(missing) else "")
     atomic_write_text(out / "index.html", page)

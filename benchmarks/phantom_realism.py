@@ -1,0 +1,328 @@
+"""How far phantom ROIs are from real ones: the targets of issue 15.
+
+    python benchmarks/phantom_realism.py --real ../shared/real-dpr/abdi-dev [--n 160] [--seed 7]
+        [--phantom-dir DIR] [--framing-spread 0] [--out outputs/realism] [--no-cnn]
+
+Both sets go through the same path: the mandible finder places the 700 x 140 box at each
+image's traced border in the 1200 x 630 frame (osteo.anatomy), and the ROI is cut there.
+
+Two-sample tests (real = 1, phantom = 0), each scored by out-of-fold predictions of a
+stratified 5-fold cross-validation, repeated over 5 shuffles (mean and range printed):
+
+- texture statistics (``texture_features``): log power spectrum in radial and horizontal /
+  vertical frequency bands, gradient-magnitude histogram, row and column intensity profiles and
+  grey-level percentiles, on the ROI's 0..1 grey values (no per-image normalisation);
+  standardised, L2 logistic regression. Target: AUC <= 0.80.
+- a small CNN on the ROI at half scale (4 conv blocks, global pooling; 30 epochs, Adam),
+  per-image standardised so that it must find texture, not brightness. Reported as it is.
+
+Writes under --out: ``sheet.png`` (real ROIs above, phantom ROIs below, same count),
+``curves.png`` (mean row profile and radial power spectrum of both, with 10-90 % bands) and
+``realism.json`` (every figure printed). Phantoms are generated into --phantom-dir (a temporary
+folder by default) with the shipped generator's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image
+
+from osteo.anatomy.mandible import analyse, border_array
+from osteo.config import compose
+from osteo.data.images import read_gray
+from osteo.data.roi import extract_roi
+
+RADIAL_EDGES = np.geomspace(1 / 256, 0.5, 13)   # cycles per pixel
+GRAD_EDGES = np.r_[0, np.geomspace(0.002, 0.25, 14), np.inf]
+PROFILE_BINS = 14
+
+
+def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """ROIs (uint8 [n, 140, 700]) placed at each image's traced border, the traced border in ROI
+    rows (float [n, 700], NaN where not traced) and the file names; flagged images left out."""
+    out, borders, names = [], [], []
+    for f in files:
+        g = read_gray(f)
+        res = analyse(g, roi, anatomy, 0.1)
+        if res["status"] != "ok":
+            print(f"  {f.name}: {res['status']} (left out)")
+            continue
+        box = (res["roi_x0"], res["roi_y0"], *roi["box_xywh"][2:])
+        out.append(extract_roi(g, roi["resize_wh"], box, 1.0, anatomy["box"]["max_overhang_px"]))
+        borders.append(border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1])
+        names.append(f.name)
+    return np.stack(out), np.stack(borders), names
+
+
+def region_stats(roi: np.ndarray, border: np.ndarray, spine_px: int = 60) -> dict:
+    """Grey levels (0..1) of one ROI's anatomy, measured at its traced border (ROI rows).
+
+    ``below``: 4-14 rows under the border; ``deep``: 25-40 rows under; ``cortex``: 3-9 rows above;
+    ``trabecular``: 30-60 rows above (all off the central ``spine_px`` columns either side of the
+    ROI's centre); ``spine``: the central 40 columns minus columns 100-160 away, under the border;
+    ``hf_noise``: log10 power above 0.3 cycles/pixel of the trabecular patch; ``slope``: log-log
+    slope of its radial spectrum between 0.02 and 0.2 cycles/pixel.
+    """
+    a = roi.astype(np.float64) / 255
+    h, w = a.shape
+    rows = np.arange(h)[:, None]
+    cols = np.arange(w)[None]
+    off = np.abs(cols - w / 2) > spine_px
+    d = border[None] - rows                      # rows above the border (> 0)
+
+    def mean(m):
+        m = m & ~np.isnan(d)
+        return float(a[m].mean()) if m.any() else float("nan")
+
+    res = {"below": mean(off & (d <= -4) & (d > -14)), "deep": mean(off & (d <= -25) & (d > -40)),
+           "cortex": mean(off & (d >= 3) & (d < 9)), "trabecular": mean(off & (d >= 30) & (d < 60))}
+    centre = np.abs(cols - w / 2) < 20
+    side = (np.abs(cols - w / 2) > 100) & (np.abs(cols - w / 2) < 160)
+    res["spine"] = mean(centre & (d <= -4)) - mean(side & (d <= -4))
+    top = int(np.nanmax(np.clip(np.nanmin(border) - 60, 0, h - 32)))
+    patch = a[top:top + 32, 120:232]
+    p, f, _ = power_spectrum(patch)
+    lp = np.log10(p + 1e-12)
+    res["hf_noise"] = float(lp[f > 0.3].mean())
+    sel = (f > 0.02) & (f < 0.2)
+    res["slope"] = float(np.polyfit(np.log10(f[sel]), lp[sel], 1)[0])
+    res["trab_sd"] = float(patch.std())
+    return res
+
+
+def power_spectrum(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-D power spectrum of a float (H, W) array (mean removed, Hann window).
+
+    Returns (power [H, W] fft-shifted, |f| [H, W], angle [H, W]) with f in cycles per pixel.
+    """
+    h, w = a.shape
+    win = np.hanning(h)[:, None] * np.hanning(w)[None]
+    z = (a - a.mean()) * win
+    p = np.abs(np.fft.fftshift(np.fft.fft2(z))) ** 2 / (win ** 2).sum()
+    fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.fftshift(np.fft.fftfreq(w))[None]
+    return p, np.hypot(fx, fy), np.arctan2(np.abs(fy), np.abs(fx))
+
+
+def radial_spectrum(a: np.ndarray, edges: np.ndarray = RADIAL_EDGES) -> np.ndarray:
+    """Mean log10 power in radial frequency bands ``edges`` (cycles per pixel): [len(edges) - 1]."""
+    p, f, _ = power_spectrum(a)
+    lp = np.log10(p + 1e-12)
+    return np.array([lp[(f >= lo) & (f < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def texture_features(roi: np.ndarray) -> np.ndarray:
+    """Simple texture statistics of one ROI (uint8 (H, W)): a float vector.
+
+    Radial log power spectrum (12 bands), horizontal-minus-vertical log power (6 bands),
+    gradient-magnitude histogram (15 bins), row and column mean profiles (14 bins each) and
+    grey-level percentiles (5, 25, 50, 75, 95).
+    """
+    a = roi.astype(np.float64) / 255.0
+    p, f, ang = power_spectrum(a)
+    lp = np.log10(p + 1e-12)
+    radial = [lp[(f >= lo) & (f < hi)].mean() for lo, hi in zip(RADIAL_EDGES[:-1], RADIAL_EDGES[1:])]
+    aniso = []
+    for lo, hi in zip(RADIAL_EDGES[:-1:2], RADIAL_EDGES[2::2]):
+        ring = (f >= lo) & (f < hi)
+        hor, ver = ring & (ang < np.pi / 8), ring & (ang > 3 * np.pi / 8)
+        aniso.append(lp[hor].mean() - lp[ver].mean() if hor.any() and ver.any() else 0.0)
+    gy, gx = np.gradient(a)
+    gh = np.histogram(np.hypot(gx, gy), GRAD_EDGES)[0] / a.size
+    rows = a.mean(1).reshape(PROFILE_BINS, -1).mean(1)
+    cols = a.mean(0).reshape(PROFILE_BINS, -1).mean(1)
+    pct = np.percentile(a, [5, 25, 50, 75, 95])
+    return np.concatenate([radial, aniso, gh, rows, cols, pct])
+
+
+def feature_names() -> list[str]:
+    """Names of ``texture_features``' entries, in order."""
+    fc = np.sqrt(RADIAL_EDGES[:-1] * RADIAL_EDGES[1:])
+    return ([f"power@{f:.3f}" for f in fc] + [f"h-v@{f:.3f}" for f in fc[::2]]
+            + [f"grad<{e:.3f}" for e in GRAD_EDGES[1:]] + [f"row{i}" for i in range(PROFILE_BINS)]
+            + [f"col{i}" for i in range(PROFILE_BINS)] + [f"p{q}" for q in (5, 25, 50, 75, 95)])
+
+
+def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5) -> list[float]:
+    """Out-of-fold AUC of ``fit_predict(X_train, y_train, X_test) -> scores`` over stratified
+    5-fold splits, one AUC per shuffle seed."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    aucs = []
+    for r in range(repeats):
+        s = np.zeros(len(y))
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(X, y):
+            s[te] = fit_predict(X[tr], y[tr], X[te])
+        aucs.append(float(roc_auc_score(y, s)))
+    return aucs
+
+
+def logistic(X_tr, y_tr, X_te):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    m = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+    return m.fit(X_tr, y_tr).predict_proba(X_te)[:, 1]
+
+
+def small_cnn(X_tr, y_tr, X_te, epochs: int = 30, seed: int = 0):
+    """A 4-block CNN on per-image standardised ROIs [n, 1, h, w]; returns test scores."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    blocks, c = [], 1
+    for k in (8, 16, 32, 32):
+        blocks += [nn.Conv2d(c, k, 3, padding=1), nn.BatchNorm2d(k), nn.ReLU(), nn.MaxPool2d(2)]
+        c = k
+    net = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1))
+    opt = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
+    xt, yt = torch.as_tensor(X_tr), torch.as_tensor(y_tr, dtype=torch.float32)
+    w = torch.where(yt > 0, (yt == 0).sum() / yt.sum().clamp(min=1), torch.tensor(1.0))
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 16):
+            b = perm[i:i + 16]
+            xb = xt[b]
+            if torch.rand(()) < 0.5:
+                xb = xb.flip(-1)
+            loss = nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], yt[b], weight=w[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        return net(torch.as_tensor(X_te))[:, 0].numpy()
+
+
+def standardised(rois: np.ndarray, scale: float = 0.5) -> np.ndarray:
+    """ROIs shrunk by ``scale`` and standardised per image: float32 [n, 1, h, w]."""
+    h, w = rois.shape[1:]
+    small = np.stack([np.asarray(Image.fromarray(r).resize((int(w * scale), int(h * scale)), Image.BILINEAR))
+                      for r in rois]).astype(np.float32)
+    small = (small - small.mean((1, 2), keepdims=True)) / (small.std((1, 2), keepdims=True) + 1e-6)
+    return small[:, None]
+
+
+def sheet(real: np.ndarray, phantom: np.ndarray, out: Path, k: int = 8) -> None:
+    """k real ROIs (left column) beside k phantom ROIs (right column), at half scale."""
+    k = min(k, len(real), len(phantom))
+    h, w = real.shape[1] // 2, real.shape[2] // 2
+    canvas = np.full((k * (h + 4), 2 * w + 8), 0, np.uint8)
+    for i in range(k):
+        for j, src in enumerate((real, phantom)):
+            t = np.asarray(Image.fromarray(src[i]).resize((w, h), Image.BILINEAR))
+            canvas[i * (h + 4):i * (h + 4) + h, j * (w + 8):j * (w + 8) + w] = t
+    Image.fromarray(canvas).save(out)
+
+
+def curves(real: np.ndarray, phantom: np.ndarray, out: Path) -> None:
+    """Mean row profile and radial log power spectrum of both sets, 10-90 % bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    fc = np.sqrt(RADIAL_EDGES[:-1] * RADIAL_EDGES[1:])
+    for name, s, col in (("real", real, "C0"), ("phantom", phantom, "C1")):
+        a = s.astype(np.float64) / 255
+        rp = a.mean(2)
+        q = np.percentile(rp, [10, 50, 90], axis=0)
+        ax[0].plot(np.arange(rp.shape[1]), q[1], col, label=name)
+        ax[0].fill_between(np.arange(rp.shape[1]), q[0], q[2], color=col, alpha=0.2)
+        hist = np.stack([np.histogram(x, 64, (0, 1), density=True)[0] for x in a])
+        ax[1].plot(np.linspace(0, 1, 64), hist.mean(0), col, label=name)
+        sp = np.stack([radial_spectrum(x) for x in a])
+        q = np.percentile(sp, [10, 50, 90], axis=0)
+        ax[2].semilogx(fc, q[1], col, label=name)
+        ax[2].fill_between(fc, q[0], q[2], color=col, alpha=0.2)
+    ax[0].set(xlabel="ROI row (0 = top)", ylabel="mean grey (0..1)", title="row profile (median, 10-90 %)")
+    ax[1].set(xlabel="grey (0..1)", ylabel="density", title="grey-level histogram (mean)")
+    ax[2].set(xlabel="frequency (cycles/pixel)", ylabel="log10 power", title="radial power spectrum")
+    for a_ in ax:
+        a_.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--real", type=Path, required=True, help="folder with images/ (real DPRs)")
+    ap.add_argument("--n", type=int, default=160, help="phantoms to generate (default 160)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--framing-spread", type=float, default=0.0)
+    ap.add_argument("--phantom-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("outputs/realism"))
+    ap.add_argument("--no-cnn", action="store_true", help="skip the CNN two-sample test")
+    a = ap.parse_args(argv)
+
+    real_files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
+    if not real_files:
+        sys.exit(f"{a.real}/images: no images")
+    cfg = compose([])
+    roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
+    anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    from osteo.data.phantom import PhantomParams, generate
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        pdir = a.phantom_dir or Path(tmp) / "phantoms"
+        if not (pdir / "phantom.json").exists():
+            generate(pdir, PhantomParams(n=a.n, seed=a.seed, framing_spread=a.framing_spread), progress=False)
+        ph_files = sorted(p for p in (pdir / "images").glob("*") if p.suffix in (".png", ".jpg"))[:a.n]
+        print(f"cutting ROIs: {len(real_files)} real, {len(ph_files)} phantoms")
+        real, real_border, _ = cut_rois(real_files, roi, anatomy)
+        phantom, phantom_border, _ = cut_rois(ph_files, roi, anatomy)
+    print(f"  {len(real)} real and {len(phantom)} phantom ROIs in {time.perf_counter() - t0:.0f} s")
+
+    import pandas as pd
+
+    regions = {name: pd.DataFrame([region_stats(r, b) for r, b in zip(rois, borders)]).median()
+               for name, rois, borders in (("real", real, real_border), ("phantom", phantom, phantom_border))}
+    print("anatomy at the traced border (medians; grey 0..1, log10 power):")
+    print(pd.DataFrame(regions).round(3).to_string())
+    X = np.stack([texture_features(r) for r in np.concatenate([real, phantom])])
+    y = np.r_[np.ones(len(real)), np.zeros(len(phantom))].astype(int)
+    tex = cv_auc(X, y, logistic)
+    from sklearn.metrics import roc_auc_score
+
+    single = sorted(((max(roc_auc_score(y, x), 1 - roc_auc_score(y, x)), n)
+                     for x, n in zip(X.T, feature_names())), reverse=True)
+    print("statistics that separate most on their own (AUC):",
+          ", ".join(f"{n} {a:.2f}" for a, n in single[:8]))
+    res = {"n_real": len(real), "n_phantom": len(phantom), "regions": pd.DataFrame(regions).to_dict(),
+           "texture_auc": {"mean": float(np.mean(tex)), "min": min(tex), "max": max(tex)}}
+    print(f"two-sample AUC, texture statistics + logistic regression: {np.mean(tex):.3f} "
+          f"(5 shuffles: {min(tex):.3f} to {max(tex):.3f}; target <= 0.80)")
+    if not a.no_cnn:
+        t1 = time.perf_counter()
+        Xc = standardised(np.concatenate([real, phantom]))
+        cnn = cv_auc(Xc, y, small_cnn, repeats=2)
+        res["cnn_auc"] = {"mean": float(np.mean(cnn)), "min": min(cnn), "max": max(cnn)}
+        print(f"two-sample AUC, small CNN on standardised half-scale ROIs: {np.mean(cnn):.3f} "
+              f"(2 shuffles: {min(cnn):.3f} to {max(cnn):.3f}; {time.perf_counter() - t1:.0f} s)")
+    rng = np.random.default_rng(0)
+    sheet(real[rng.permutation(len(real))], phantom[rng.permutation(len(phantom))], a.out / "sheet.png")
+    curves(real, phantom, a.out / "curves.png")
+    (a.out / "realism.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {a.out / 'sheet.png'}, {a.out / 'curves.png'}, {a.out / 'realism.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
