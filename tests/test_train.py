@@ -193,9 +193,18 @@ def test_sweeps_compose_to_the_thesis_jobs(compose_cfg):
     demo = compose_cfg(["+sweep=demo"], return_hydra_config=True)
     assert demo.backbone == "vgg16" and demo.weights == "vgg16_hed" and demo.sweep_name == "finetune_depth"
     demo_jobs = GridsSweeper(grids=demo.hydra.sweeper.grids).job_overrides([])
-    assert sorted(map(sorted, demo_jobs)) == sorted(sorted([f"weights={w}", f"depth={d}", f"fold={f}",
-                                                            "sweep_name=finetune_depth"])
-                                                     for w in ("vgg16_hed", "none") for d in (0, 1) for f in range(3))
+    assert sorted(map(sorted, demo_jobs)) == sorted(
+        [sorted([f"weights={w}", f"depth={d}", f"fold={f}", "sweep_name=finetune_depth"])
+         for w in ("vgg16_hed", "none") for d in (0, 1) for f in range(3)]
+        + [sorted(["weights=vgg16_hed", "depth=1", f"fold={f}", "covariates=[age,sex]", "sweep_name=finetune_depth"])
+           for f in range(3)])
+    fu, cfg = jobs_of(compose_cfg, "fusion")
+    assert fu == [sorted([f"covariates={c}", f"fold={f}", "sweep_name=fusion"])
+                  for c in ("[]", "[age,sex]") for f in range(5)]
+    assert cfg.weights == "vgg16_hed" and cfg.depth == 2
+    fused = compose_cfg(["+sweep=fusion", "covariates=[age,sex]", "fold=0"], return_hydra_config=True)
+    assert list(fused.model.covariates) == list(fused.data.covariates) == ["age", "sex"]
+    assert fused.hydra.sweep.dir.endswith(",weights=vgg16_hed,covariates=age+sex")
 
 
 def test_run_directory_names_data_and_weights_not_paths(compose_cfg, tmp_path):
