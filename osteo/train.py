@@ -40,6 +40,12 @@ VOLATILE_KEYS = ("trainer.enable_progress_bar", "data.num_workers", "data.progre
                  "logger.csv.save_dir", "logger.tensorboard.save_dir", "logger.mlflow.tracking_uri")
 
 
+# keys added after runs already existed, with the value that reproduces those runs: a finished run
+# whose config lacks one of them matches a new config that holds this value
+ADDED_KEYS = {"covariates": [], "model.covariates": [], "model.covariate_init": "logistic",
+              "data.covariates": [], "data.covariates_missing": "error"}
+
+
 class RunConflictError(RuntimeError):
     """A run directory holds a finished run made with a different config."""
 
@@ -75,6 +81,13 @@ def finished(out_dir: Path, cfg: DictConfig) -> dict | None:
     if not (m.exists() and c.exists()):
         return None
     old, new = _comparable(OmegaConf.load(c)), _comparable(cfg)
+    for key, neutral in ADDED_KEYS.items():  # runs made before the key existed
+        *parents, leaf = key.split(".")
+        o, n = old, new
+        for p in parents:
+            o, n = (o or {}).get(p), (n or {}).get(p)
+        if isinstance(o, dict) and isinstance(n, dict) and leaf not in o and n.get(leaf) == neutral:
+            n.pop(leaf)
     if old == new:
         return json.loads(m.read_text())
     if cfg.get("overwrite"):

@@ -202,3 +202,27 @@ def test_report_answers_both_questions(fusion_runs, tmp_path):
     t2 = pd.read_csv(tmp_path / "table2.csv")
     assert {"vgg16_tiny TF1, random init + age, sex", "age + sex (logistic regression)",
             "vgg16_tiny TF1, random init"} <= set(t2["configuration"])
+
+
+def test_a_run_made_before_covariates_existed_is_still_reused(small_manifest, tmp_path):
+    """Its config lacks the covariate keys; with covariates=[] it is the same model, so it is
+    reused, not reported as a conflict. With covariates=[age,sex] it is a conflict."""
+    from omegaconf import OmegaConf, open_dict
+
+    from osteo.train import RunConflictError, finished
+
+    root, _ = small_manifest
+    cfg, fused = _cfg(root, root / "manifest.csv"), _cfg(root, root / "manifest.csv", covariates="[age,sex]")
+    for c in (cfg, fused):
+        with open_dict(c):
+            c.run_dir = str(tmp_path)  # as train() sets it
+    old = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(old):
+        for node, key in ((old, "covariates"), (old.model, "covariates"), (old.model, "covariate_init"),
+                          (old.data, "covariates"), (old.data, "covariates_missing")):
+            node.pop(key)
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    (tmp_path / "metrics.json").write_text(json.dumps({"val": {"auc": 0.5}}))
+    assert finished(tmp_path, cfg) == {"val": {"auc": 0.5}}
+    with pytest.raises(RunConflictError, match="covariates"):
+        finished(tmp_path, fused)
