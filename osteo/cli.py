@@ -35,6 +35,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from osteo.checkpoints import UnsafeCheckpointError
+    from osteo.data.covariates import CovariateError
     from osteo.data.images import ImageReadError
     from osteo.data.manifest import ManifestError
     from osteo.data.splits import SplitError
@@ -42,7 +43,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from osteo.train import RunConflictError
 
     return (UserError, ManifestError, SplitError, ImageReadError, PretrainedWeightsError,
-            RunConflictError, UnsafeCheckpointError)
+            RunConflictError, UnsafeCheckpointError, CovariateError)
 
 
 def _chain(e: BaseException) -> list[BaseException]:

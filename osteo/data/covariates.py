@@ -19,6 +19,8 @@ import pandas as pd
 
 TRANSFORM_FILE = "covariates.json"
 SEX_CODES = {"f": 1.0, "female": 1.0, "m": 0.0, "male": 0.0}
+# columns osteo adds to a manifest's rows (not the user's): left out of "its columns" in errors
+DERIVED = {"line", "image_rel", "roi_status", "mcw_mm", "mcw_left_mm", "mcw_right_mm"}
 
 
 class CovariateError(ValueError):
@@ -60,7 +62,7 @@ def covariate_matrix(df: pd.DataFrame, names: Sequence[str], where: str = "the m
     cols = []
     for n in names:
         if n not in df.columns:
-            have = ", ".join(str(c) for c in df.columns if not str(c).startswith("_"))
+            have = ", ".join(str(c) for c in df.columns if not str(c).startswith("_") and c not in DERIVED)
             raise CovariateError(f"{where} has no column {n!r} for covariates={list(names)} (its columns: {have}); "
                                  "add the column or set covariates=[]")
         out, bad = _parse(n, df[n].to_numpy())
