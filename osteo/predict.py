@@ -132,7 +132,7 @@ def image_covariates(names: list[str], fields: dict) -> tuple[np.ndarray, list[s
     """(raw covariate values float [k], NaN where missing; the names of the missing ones) of one
     image from its manifest row or command-line values ``fields``. An unreadable value raises
     ``CovariateError`` naming it and where it came from."""
-    from osteo.data.covariates import CovariateError, parse_covariate
+    from osteo.data.covariates import CovariateError, parse_covariate, value_kind
 
     where = fields.get("_where", "the command line")
     vals = []
@@ -140,8 +140,7 @@ def image_covariates(names: list[str], fields: dict) -> tuple[np.ndarray, list[s
         try:
             vals.append(parse_covariate(n, [fields.get(n, "")])[0])
         except CovariateError:
-            raise CovariateError(f"{where}: covariate {n}={fields.get(n)!r} is not "
-                                 f"{'F or M' if n == 'sex' else 'a number'}") from None
+            raise CovariateError(f"{where}: covariate {n}={fields.get(n)!r} is not {value_kind(n)}") from None
     vals = np.asarray(vals, dtype=np.float64)
     return vals, [n for n, v in zip(names, vals) if v != v]
 
@@ -361,14 +360,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--covariate {item!r}: write NAME=VALUE, e.g. --covariate bmi=24.5")
         k, v = item.split("=", 1)
         given[k.strip()] = v.strip()
-    from osteo.data.covariates import CovariateError, parse_covariate
+    from osteo.data.covariates import CovariateError, parse_covariate, value_kind
 
     for k, v in given.items():
         try:
             parse_covariate(k, [v])
         except CovariateError:
-            raise UserError(f"--{k if k in ('age', 'sex') else 'covariate ' + k} {v!r}: give "
-                            f"{'F or M' if k == 'sex' else 'a number'}") from None
+            raise UserError(f"--{k if k in ('age', 'sex') else 'covariate ' + k} {v!r}: give {value_kind(k)}") from None
     t0 = time.perf_counter()
     df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam,
                  allow_phantom_model=a.allow_phantom_model, cam_format=a.cam_format, covariates=given or None)

@@ -39,7 +39,8 @@ def _parse(name: str, values: Sequence) -> tuple[np.ndarray, np.ndarray]:
     return out, np.flatnonzero(np.isnan(out) & ~empty)
 
 
-def _kind(name: str) -> str:
+def value_kind(name: str) -> str:
+    """What a covariate's values must be, for messages: 'F or M' for sex, else 'a number'."""
     return "F or M" if name == "sex" else "a number"
 
 
@@ -49,7 +50,7 @@ def parse_covariate(name: str, values: Sequence) -> np.ndarray:
     out, bad = _parse(name, values)
     if len(bad):
         shown = ", ".join(f"{int(i)} ({list(values)[i]!r})" for i in bad[:5])
-        raise CovariateError(f"covariate {name}: {len(bad)} value(s) are not {_kind(name)}, at position(s) {shown}"
+        raise CovariateError(f"covariate {name}: {len(bad)} value(s) are not {value_kind(name)}, at position(s) {shown}"
                              f"{' ...' if len(bad) > 5 else ''}")
     return out
 
@@ -68,7 +69,7 @@ def covariate_matrix(df: pd.DataFrame, names: Sequence[str], where: str = "the m
         out, bad = _parse(n, df[n].to_numpy())
         if len(bad):
             ids = df["line"].to_numpy()[bad] if "line" in df.columns else bad
-            raise CovariateError(f"{where}: covariate {n} is not {_kind(n)} on {'line' if 'line' in df.columns else 'row'}(s) "
+            raise CovariateError(f"{where}: covariate {n} is not {value_kind(n)} on {'line' if 'line' in df.columns else 'row'}(s) "
                                  f"{', '.join(str(int(i)) for i in ids[:10])}{' ...' if len(bad) > 10 else ''}")
         cols.append(out)
     return np.column_stack(cols) if cols else np.zeros((len(df), 0))

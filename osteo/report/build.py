@@ -74,33 +74,28 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
 
     blocks = [int(b) for b in rcfg.gradcam.target_blocks]
-    cov_cache: dict[str, np.ndarray] = {}
 
-    def covs_for(mdl) -> np.ndarray:
-        """Every manifest row's covariates, standardised with the fold transform of the run that
-        ``mdl`` came from (its covariates.json)."""
+    def standardised_covariates(run_dir) -> np.ndarray | None:
+        """Every manifest row's covariates, standardised with the run's own fold transform (its
+        covariates.json); None for a run without covariates."""
         from osteo.data.covariates import apply_transform, covariate_matrix, load_transform
 
-        d = mdl_dirs[id(mdl)]
-        if d not in cov_cache:
-            t = load_transform(d)
-            cov_cache[d] = apply_transform(covariate_matrix(dm.df, t["names"]), t)
-        return cov_cache[d]
+        t = load_transform(run_dir)
+        return None if t is None else apply_transform(covariate_matrix(dm.df, t["names"]), t)
 
-    mdl_dirs = {id(model): run["dir"]}
-
-    def cams_for(mdl, images, block=blocks[0]):
+    def cams_for(mdl, covs, images, block=blocks[0]):
         idx = np.array([pos_of[i] for i in images], dtype=np.int64)  # may be empty: a kind with no case
         x = dm.normalise(torch.from_numpy(dm.rois[idx])[:, None]).to(device)
-        c = torch.from_numpy(covs_for(mdl)[idx]).to(device) if mdl.covariates else None
+        c = None if covs is None else torch.from_numpy(covs[idx]).to(device)
         out_ = [grad_cams(mdl, x[s:s + 8], block=block, c=None if c is None else c[s:s + 8])
                 for s in range(0, len(x), 8)]
         return dm.rois[idx], np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
 
     files = []
     names = {"TP": "true positives", "TN": "true negatives", "FP": "false positives", "FN": "false negatives"}
+    covs = standardised_covariates(run["dir"])
     for kind, sub in _cases(ens_best, thr, int(rcfg.gradcam.per_kind)).items():
-        rois, cams = cams_for(model, list(sub["image"]))
+        rois, cams = cams_for(model, covs, list(sub["image"]))
         caps = [f"{kind}  p={p:.2f}  label={int(y)}  {img}" for p, y, img in zip(sub["prob"], sub["label"], sub["image"])]
         f = figures.cam_gallery(rois, cams, caps, out / f"gradcam_{kind}.png",
                                 f"Grad-CAM, {run['config']} (fold {run['fold']}): {kind}")
@@ -126,9 +121,9 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         if fold_run is None:
             continue
         mdl, _ = load_model(fold_run["dir"], device=device)
-        mdl_dirs[id(mdl)] = fold_run["dir"]
+        fold_covs = standardised_covariates(fold_run["dir"])
         for block in blocks:
-            _, cams = cams_for(mdl, test_imgs, block)
+            _, cams = cams_for(mdl, fold_covs, test_imgs, block)
             for img, cam in zip(test_imgs, cams):
                 r = df.iloc[pos_of[img]].to_dict()
                 box = boxes[pos_of[img]]
