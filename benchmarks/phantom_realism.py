@@ -45,19 +45,28 @@ GRAD_EDGES = np.r_[0, np.geomspace(0.002, 0.25, 14), np.inf]
 PROFILE_BINS = 14
 
 
+def cut_roi(g: np.ndarray, roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ROI (uint8 [140, 700]) placed at one image's (uint8 (H, W)) traced border, and that
+    border in ROI rows (float [700], NaN where not traced); None when the finder flags it."""
+    res = analyse(g, roi, anatomy, 0.1)
+    if res["status"] != "ok":
+        return None
+    box = (res["roi_x0"], res["roi_y0"], *roi["box_xywh"][2:])
+    out = extract_roi(g, roi["resize_wh"], box, 1.0, anatomy["box"]["max_overhang_px"])
+    return out, border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1]
+
+
 def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """ROIs (uint8 [n, 140, 700]) placed at each image's traced border, the traced border in ROI
     rows (float [n, 700], NaN where not traced) and the file names; flagged images left out."""
     out, borders, names = [], [], []
     for f in files:
-        g = read_gray(f)
-        res = analyse(g, roi, anatomy, 0.1)
-        if res["status"] != "ok":
-            print(f"  {f.name}: {res['status']} (left out)")
+        cut = cut_roi(read_gray(f), roi, anatomy)
+        if cut is None:
+            print(f"  {f.name}: flagged by the finder (left out)")
             continue
-        box = (res["roi_x0"], res["roi_y0"], *roi["box_xywh"][2:])
-        out.append(extract_roi(g, roi["resize_wh"], box, 1.0, anatomy["box"]["max_overhang_px"]))
-        borders.append(border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1])
+        out.append(cut[0])
+        borders.append(cut[1])
         names.append(f.name)
     return np.stack(out), np.stack(borders), names
 
