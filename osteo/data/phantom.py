@@ -78,38 +78,38 @@ class Look:
     statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
     figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit."""
 
-    soft_level: float = 0.0721        # soft tissue over the face
-    soft_fall_px: float = 17.9462      # decay length of soft tissue below the border
-    soft_floor: float = 0.0214        # soft tissue of the neck, far below the border
-    chin: float = 0.0433             # chin soft tissue below the border, at the midline
-    anterior: float = 0.0497         # lips/tongue over the anterior mandible
-    anterior_width: float = 0.5657   # half-width of the anterior region, in border half-widths
-    anterior_shift_px: float = -26.8153  # mean offset of the anterior region from the border's centre (+ right)
-    lacuna_depth: float = 0.4046       # share of the cortex a lacuna removes at its centre
-    radius_mm: float = 7.0         # rounding of the lower border (bucco-lingual half-thickness)
-    cortical_mu: float = 0.0159      # grey per mm of cortical bone on the ray's path
-    trabecular_ratio: float = 0.8624   # trabecular attenuation / cortical, per unit volume fraction
-    texture_amp: float = 0.8158        # relative contrast of the trabecular texture
-    texture_aniso: float = 3.424      # its elongation along the border
-    ridge_width: float = 0.2162       # thinness of the trabecular network's lines
-    ridge_weight: float = 0.7823      # network share of the texture (rest: smooth band-pass field)
-    ridge_cell_px: float = 10.5244     # size of the network's cells
-    ridge_beta: float = 1.0961         # spectral slope of the field whose zero lines make the network
-    ridge_aniso: float = 1.8049       # elongation of the network's cells along the border
-    blotch: float = 0.3642           # coarse density variation of the trabecular bone
-    spine: float = 0.1622             # median brightness of the cervical spine's ghost
-    spine_lines: float = 0.1257        # airway and vertebral edges in it, relative
-    spine_sd: float = 0.6719            # its spread between images (SD of the log brightness)
-    spine_texture: float = 0.0631     # relative contrast of its spongy bone
-    spine_edge: float = 30.5345          # sharpness of its sides (exponent of the band's profile)
-    spine_width_px: float = 246.0344    # its width
-    neck_shadow: float = 0.006      # broad vertical shadows of the neck's soft tissues
-    blur_px: float = 1.4204            # unsharpness (Gaussian sigma)
-    gain_sd: float = 0.0935
-    offset_sd: float = 0.1277          # grey offset: real DPRs vary in brightness more than in contrast
-    toe: float = 0.02                # width of the detector's toe (soft compression toward black)
-    noise: float = 0.0427            # quantum noise at grey 1 (full-size pixels)
-    column_noise: float = 0.0049     # column-to-column gain of a scanning sensor
+    soft_level: float = 0.0785       # soft tissue over the face
+    soft_fall_px: float = 15.19      # decay length of soft tissue below the border
+    soft_floor: float = 0.0185       # soft tissue of the neck, far below the border
+    chin: float = 0.0345             # chin soft tissue below the border, at the midline
+    anterior: float = 0.0309         # lips/tongue over the anterior mandible
+    anterior_width: float = 0.5338   # half-width of the anterior region, in border half-widths
+    anterior_shift_px: float = -16.32  # mean offset of the anterior region from the border's centre (+ right)
+    lacuna_depth: float = 0.4609     # share of the cortex a lacuna removes at its centre
+    radius_mm: float = 6.616         # rounding of the lower border (bucco-lingual half-thickness)
+    cortical_mu: float = 0.0182      # grey per mm of cortical bone on the ray's path
+    trabecular_ratio: float = 1.071  # trabecular attenuation / cortical, per unit volume fraction
+    texture_amp: float = 0.6277      # relative contrast of the trabecular texture
+    texture_aniso: float = 3.68      # its elongation along the border
+    ridge_width: float = 0.2653      # thinness of the trabecular network's lines
+    ridge_weight: float = 0.7919     # network share of the texture (rest: smooth band-pass field)
+    ridge_cell_px: float = 8.258     # size of the network's cells
+    ridge_beta: float = 0.8885       # spectral slope of the field whose zero lines make the network
+    ridge_aniso: float = 2.486       # elongation of the network's cells along the border
+    blotch: float = 0.2908           # coarse density variation of the trabecular bone
+    spine: float = 0.2077            # median brightness of the cervical spine's ghost
+    spine_lines: float = 0.1547      # airway and vertebral edges in it, relative
+    spine_sd: float = 0.751          # its spread between images (SD of the log brightness)
+    spine_texture: float = 0.054     # relative contrast of its spongy bone
+    spine_edge: float = 40.0         # sharpness of its sides (exponent of the band's profile)
+    spine_width_px: float = 271.4    # its width
+    neck_shadow: float = 0.0053      # broad vertical shadows of the neck's soft tissues
+    blur_px: float = 1.337           # unsharpness (Gaussian sigma)
+    gain_sd: float = 0.0767          # spread of the gain between images
+    offset_sd: float = 0.1545        # grey offset: real DPRs vary in brightness more than in contrast
+    toe: float = 0.0186              # width of the detector's toe (soft compression toward black)
+    noise: float = 0.0458            # quantum noise at grey 1 (full-size pixels)
+    column_noise: float = 0.005      # column-to-column gain of a scanning sensor
 
 
 LOOK = Look()
@@ -376,7 +376,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
 
     # cervical spine ghost over the midline: a wide block with sharp sides (the vertebral bodies,
     # their walls and spongy bone), over the whole height, with a few airway and vertebral edges
-    amp = float(np.exp(rng.normal(np.log(look.spine), look.spine_sd)))
+    amp = float(np.exp(np.clip(rng.normal(0.0, look.spine_sd), -2.5, 1.0))) * look.spine   # up to e x the median
     sw = look.spine_width_px * rng.uniform(0.75, 1.25) / 2
     sc = xa + rng.normal(0, 10)
     band = np.exp(-np.abs((u - sc) / sw) ** look.spine_edge)
