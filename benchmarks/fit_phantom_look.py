@@ -38,16 +38,13 @@ from osteo.data.images import read_gray
 from phantom_realism import cut_roi, logistic, cv_auc, texture_features
 
 # the fitted fields and their allowed ranges; ADDITIVE fields are stepped on a linear scale
-BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.003, 0.15), "chin": (0.005, 0.12), "anterior": (0.03, 0.2),
-          "anterior_width": (0.2, 0.6), "anterior_shift_px": (-80, 40), "radius_mm": (2.5, 7),
-          "cortical_mu": (0.015, 0.04), "trabecular_ratio": (0.6, 1.4), "lacuna_depth": (0.1, 0.8),
-          "texture_amp": (0.2, 1.2), "texture_aniso": (1, 4), "ridge_width": (0.08, 0.45),
-          "ridge_weight": (0.2, 1.0), "ridge_cell_px": (6, 30), "ridge_beta": (0.5, 3.5), "ridge_aniso": (1, 3),
-          "blotch": (0.2, 1.3), "spine": (0.015, 0.3), "spine_sd": (0.2, 1.0), "spine_lines": (0.02, 1.2),
-          "spine_texture": (0.03, 0.6), "spine_edge": (2, 40), "spine_width_px": (80, 320),
-          "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2), "offset_sd": (0.02, 0.2), "toe": (0.004, 0.08),
-          "noise": (0.015, 0.08), "column_noise": (0.0005, 0.02)}
-ADDITIVE = {"anterior_shift_px"}
+BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "chin": (0.005, 0.12), "anterior": (0.03, 0.2),
+          "anterior_width": (0.2, 0.6), "radius_mm": (2.5, 7), "cortical_mu": (0.015, 0.04),
+          "trabecular_ratio": (0.6, 1.4), "texture_amp": (0.2, 1.2), "texture_aniso": (1, 4),
+          "ridge_width": (0.08, 0.45), "ridge_weight": (0.2, 1.0), "blotch": (0.2, 1.3), "spine": (0.015, 0.3),
+          "spine_lines": (0.02, 1.2), "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2),
+          "offset_sd": (0.02, 0.2), "noise": (0.015, 0.08), "column_noise": (0.0005, 0.03)}
+ADDITIVE: set = set()
 STEP = {"log": 0.2, "additive": 10.0}   # finite-difference steps (log units; pixels)
 DAMPING = (0.03, 0.1, 0.3)
 
