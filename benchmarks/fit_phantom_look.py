@@ -54,8 +54,8 @@ _SETTINGS: dict = {}   # roi and anatomy settings, set in each worker by Pool's 
 
 def _phantom_stats(args) -> np.ndarray | None:
     row, p, look = args
-    cut = cut_roi(ph.render(row, p, look), _SETTINGS["roi"], _SETTINGS["anatomy"])
-    return None if cut is None else texture_features(cut[0])
+    r = cut_roi(ph.render(row, p, look), _SETTINGS["roi"], _SETTINGS["anatomy"])[0]
+    return None if r is None else texture_features(r)
 
 
 def phantom_stats(look: ph.Look, p: ph.PhantomParams, pool: Pool) -> np.ndarray:
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose([])
     _SETTINGS.update(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),
                      anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True))
-    cuts = [cut_roi(read_gray(f), _SETTINGS["roi"], _SETTINGS["anatomy"]) for f in files]
-    Xr = np.stack([texture_features(c[0]) for c in cuts if c is not None])
+    rois = [cut_roi(read_gray(f), _SETTINGS["roi"], _SETTINGS["anatomy"])[0] for f in files]
+    Xr = np.stack([texture_features(r) for r in rois if r is not None])
     print(f"{len(Xr)} of {len(files)} real ROIs placed")
     look = {k: getattr(ph.LOOK, k) for k in BOUNDS}
     if a.start:

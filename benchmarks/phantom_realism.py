@@ -45,15 +45,16 @@ GRAD_EDGES = np.r_[0, np.geomspace(0.002, 0.25, 14), np.inf]
 PROFILE_BINS = 14
 
 
-def cut_roi(g: np.ndarray, roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ROI (uint8 [140, 700]) placed at one image's (uint8 (H, W)) traced border, and that
-    border in ROI rows (float [700], NaN where not traced); None when the finder flags it."""
+def cut_roi(g: np.ndarray, roi: dict, anatomy: dict) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """The ROI (uint8 [140, 700]) placed at one image's (uint8 (H, W)) traced border, that border
+    in ROI rows (float [700], NaN where not traced) and the finder's status; the first two are
+    None when the finder flags the image."""
     res = analyse(g, roi, anatomy, 0.1)
     if res["status"] != "ok":
-        return None
+        return None, None, res["status"]
     box = (res["roi_x0"], res["roi_y0"], *roi["box_xywh"][2:])
     out = extract_roi(g, roi["resize_wh"], box, 1.0, anatomy["box"]["max_overhang_px"])
-    return out, border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1]
+    return out, border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1], res["status"]
 
 
 def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -61,12 +62,12 @@ def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, n
     rows (float [n, 700], NaN where not traced) and the file names; flagged images left out."""
     out, borders, names = [], [], []
     for f in files:
-        cut = cut_roi(read_gray(f), roi, anatomy)
-        if cut is None:
-            print(f"  {f.name}: flagged by the finder (left out)")
+        r, b, status = cut_roi(read_gray(f), roi, anatomy)
+        if r is None:
+            print(f"  {f.name}: {status} (left out)")
             continue
-        out.append(cut[0])
-        borders.append(cut[1])
+        out.append(r)
+        borders.append(b)
         names.append(f.name)
     return np.stack(out), np.stack(borders), names
 
