@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         look.update(json.loads(a.start.read_text()))
     p = ph.PhantomParams(n=a.n, seed=a.seed)
     steps = np.array([STEP["additive"] if k in ADDITIVE else STEP["log"] for k in BOUNDS])
-    lo = np.array([b[0] if k in ADDITIVE else np.log(b[0]) for k, b in BOUNDS.items()])
-    hi = np.array([b[1] if k in ADDITIVE else np.log(b[1]) for k, b in BOUNDS.items()])
+    lo, hi = (to_u({k: b[j] for k, b in BOUNDS.items()}) for j in (0, 1))
+    sr = Xr.std(0) + 1e-9
     a.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with Pool(initializer=_SETTINGS.update, initargs=(dict(_SETTINGS),)) as pool:
@@ -124,16 +124,17 @@ def main(argv: list[str] | None = None) -> int:
             return phantom_stats(dataclasses.replace(ph.LOOK, **fields), p, pool)
 
         X0 = stats(look)
+        auc0 = two_sample_auc(Xr, X0)
         for it in range(a.iters):
             d, white, m2 = distance(Xr, X0)
-            print(f"iteration {it}: two-sample AUC {two_sample_auc(Xr, X0):.3f}, Mahalanobis^2 {m2:.1f}", flush=True)
-            u0, sr = to_u(look), Xr.std(0) + 1e-9
+            print(f"iteration {it}: two-sample AUC {auc0:.3f}, Mahalanobis^2 {m2:.1f}", flush=True)
+            u0 = to_u(look)
             J = np.zeros((len(d), len(BOUNDS)))
             for i, k in enumerate(BOUNDS):
                 u = u0.copy()
                 u[i] += steps[i] if u0[i] + steps[i] <= hi[i] else -steps[i]
                 J[:, i] = (stats(from_u(u)).mean(0) - X0.mean(0)) / sr / (u[i] - u0[i])
-            best = (two_sample_auc(Xr, X0), look, X0)   # a step is kept only if it lowers the AUC
+            best = (auc0, look, X0)   # a step is kept only if it lowers the AUC
             for lam in DAMPING:
                 A = np.vstack([white @ J, np.sqrt(lam) * np.diag(1 / steps)])
                 b = np.r_[-(white @ d), np.zeros(len(BOUNDS))]
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  damping {lam}: AUC {auc:.3f}, Mahalanobis^2 {distance(Xr, Xc)[2]:.1f}", flush=True)
                 if auc < best[0]:
                     best = (auc, cand, Xc)
-            look, X0 = best[1], best[2]
+            auc0, look, X0 = best
             a.out.write_text(json.dumps({k: round(v, 4) for k, v in look.items()}, indent=1))
             spent = time.perf_counter() - t0
             print(f"  kept AUC {best[0]:.3f}; {spent / 60:.1f} min, about {spent / (it + 1) * (a.iters - it - 1) / 60:.1f} "
