@@ -157,7 +157,7 @@ def _with_anatomy(mdf: pd.DataFrame, cfg: DictConfig) -> tuple[pd.DataFrame, lis
     return mdf.assign(box_x0=p["roi_x0"], box_y0=p["roi_y0"], roi_status=p["status"], mcw_mm=p["mcw_mm"]), places
 
 
-def fusion_comparisons(runs: pd.DataFrame, attrs: pd.DataFrame, order: list[str], all_summ: dict, ens: dict,
+def fusion_comparisons(runs: pd.DataFrame, order: list[str], all_summ: dict, ens: dict,
                        mdf: pd.DataFrame, splits: pd.DataFrame, cfg0: DictConfig, rcfg: DictConfig
                        ) -> tuple[pd.DataFrame, list[str]]:
     """Paired tests of each fusion configuration against its image-only twin (same backbone,
@@ -170,7 +170,7 @@ def fusion_comparisons(runs: pd.DataFrame, attrs: pd.DataFrame, order: list[str]
     fused = {k: v for k, v in fused.items() if v}
     if not fused:
         return pd.DataFrame(), []
-    pairs, kinds = [], {}
+    pairs, kinds, asks = [], {}, {}
     for label, covs in fused.items():
         names = covs.split(",")
         alone = BASELINE if names == ["age", "sex"] else f"{' + '.join(names)} (logistic regression)"
@@ -182,19 +182,19 @@ def fusion_comparisons(runs: pd.DataFrame, attrs: pd.DataFrame, order: list[str]
             all_summ[alone], ens[alone] = s, p
         pairs.append((label, alone))
         kinds[(label, alone)] = f"image adds to {' + '.join(names)}"
+        asks[(label, alone)] = f"Does the image add to {' + '.join(names)}?"
         twin = label.split(" + ")[0]
         if twin in ens:
             pairs.append((label, twin))
             kinds[(label, twin)] = f"{' + '.join(names)} add to the image"
+            asks[(label, twin)] = f"Do {' + '.join(names)} add to the image?"
     tab = paired_comparisons(ens, order[0], pairs).rename(
         columns={"vs": "fusion", "configuration": "alone", "AUC best": "AUC fusion", "AUC other": "AUC alone"})
     tab.insert(0, "question", [kinds[(f, a)] for f, a in zip(tab["fusion"], tab["alone"])])
     answers = []
     for r in tab.to_dict("records"):
         yes = bool(r["significant at 0.05"]) and r["difference"] > 0  # significant, in fusion's favour
-        what, _, other = r["question"].partition(" add")
-        answers.append(f"Do{'es' if what == 'image' else ''} {'the ' if what == 'image' else ''}{what} add"
-                       f"{other[1:] if other.startswith('s') else other}? {'Yes' if yes else 'Not shown'} (Holm-corrected "
+        answers.append(f"{asks[(r['fusion'], r['alone'])]} {'Yes' if yes else 'Not shown'} (Holm-corrected "
                        f"paired test at 0.05): {r['fusion']} {r['AUC fusion']:.3f} against {r['alone']} {r['AUC alone']:.3f}, "
                        f"difference {r['difference']:+.3f}, p = {r['p']:.3g} (Holm {r['p (Holm)']:.3g}), "
                        f"{r['n_images']} test images.")
@@ -338,7 +338,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
     init_comps = paired_comparisons(ens, best, pairs).rename(
         columns={"configuration": "random init", "vs": "pretrained", "AUC best": "AUC pretrained",
                  "AUC other": "AUC random init"}) if pairs else pd.DataFrame()
-    fusion, fusion_answers = fusion_comparisons(runs, attrs, order, all_summ, ens, mdf, splits, cfg0, rcfg)
+    fusion, fusion_answers = fusion_comparisons(runs, order, all_summ, ens, mdf, splits, cfg0, rcfg)
     if len(fusion):
         atomic_write_csv(out / "fusion_tests.csv", fusion)
         notes.append("Fusion: " + " ".join(fusion_answers))
