@@ -59,42 +59,57 @@ class PhantomParams:
     erosion_noise: float = 1.4       # of the endosteal erosion score (Klemetti class), in T units
     bvf_per_t: float = 0.05          # trabecular bone volume fraction per unit of T-score
     bvf_noise: float = 0.1
-    width_px: tuple = (1348, 2820)   # original image widths seen in the thesis
+    width_px: tuple = (1348, 3150)   # original image widths: the thesis's, and the dev DPRs' (2700-3122)
+    aspect: tuple = (0.36, 0.53)     # original height / width: the thesis's 0.49-0.53, the dev DPRs' 0.37-0.49
     fov_mm: float = 250.0            # field of view across the image width
     hyoid_prob: float = 0.2
     low_contrast_prob: float = 0.1
-    bottom_strip_prob: float = 0.3   # an unexposed (black) strip along the bottom edge
+    bottom_strip_prob: float = 0.3   # an unexposed (black) strip along the bottom edge, below the chin
+    chin_at_edge_prob: float = 0.65  # with framing_spread 1: the image ends just below the chin
+    chin_gap_px: tuple = (2.0, 20.0)  # ... this far below it (1200 x 630 rows; 26 of the 40 dev DPRs)
 
 
 @dataclass(frozen=True)
 class Look:
     """How a phantom looks: grey levels, texture and acquisition, in the renderer's additive
     attenuation scale (0..1 grey before gain and gamma; lengths in 1200 x 630 pixels unless
-    mm). Each is the centre of a per-image random range. Fitted to the grey levels, profiles
-    and power spectra of the 40 real DPRs of shared/real-dpr/abdi-dev with
-    ``benchmarks/phantom_realism.py`` (figures only; no image content is copied)."""
+    mm). Each is the centre of a per-image random range. Fitted to the 40 real DPRs of
+    shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
+    statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
+    figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit."""
 
-    soft_level: float = 0.127        # soft tissue over the face
-    soft_fall_px: float = 16.8      # decay length of soft tissue below the border
-    chin: float = 0.056             # chin soft tissue below the border, at the midline
-    anterior: float = 0.115         # lips/tongue over the anterior mandible
-    anterior_width: float = 0.357   # half-width of the anterior region, in border half-widths
-    radius_mm: float = 4.35         # rounding of the lower border (bucco-lingual half-thickness)
-    cortical_mu: float = 0.0256      # grey per mm of cortical bone on the ray's path
-    trabecular_ratio: float = 1.0   # trabecular attenuation / cortical, per unit volume fraction
-    texture_amp: float = 0.7        # relative contrast of the trabecular texture
-    texture_aniso: float = 3.04      # its elongation along the border
-    ridge_width: float = 0.19       # thinness of the trabecular network's lines
-    ridge_weight: float = 0.7      # network share of the texture (rest: smooth band-pass field)
-    blotch: float = 0.726           # coarse density variation of the trabecular bone
-    spine: float = 0.065             # median brightness of the cervical spine's ghost
-    spine_lines: float = 1.08        # airway and vertebral edges in it, relative
-    neck_shadow: float = 0.016      # broad vertical shadows of the neck's soft tissues
-    blur_px: float = 0.96            # unsharpness (Gaussian sigma)
-    gain_sd: float = 0.1
-    offset_sd: float = 0.08          # grey offset: real DPRs vary in brightness more than in contrast
-    noise: float = 0.046            # quantum noise at grey 1 (full-size pixels)
-    column_noise: float = 0.02     # column-to-column gain of a scanning sensor
+    soft_level: float = 0.0785       # soft tissue over the face
+    soft_fall_px: float = 15.19      # decay length of soft tissue below the border
+    soft_floor: float = 0.0185       # soft tissue of the neck, far below the border
+    chin: float = 0.0345             # chin soft tissue below the border, at the midline
+    anterior: float = 0.0309         # lips/tongue over the anterior mandible
+    anterior_width: float = 0.5338   # half-width of the anterior region, in border half-widths
+    anterior_shift_px: float = -16.32  # mean offset of the anterior region from the border's centre (+ right)
+    lacuna_depth: float = 0.4609     # share of the cortex a lacuna removes at its centre
+    radius_mm: float = 6.616         # rounding of the lower border (bucco-lingual half-thickness)
+    cortical_mu: float = 0.0182      # grey per mm of cortical bone on the ray's path
+    trabecular_ratio: float = 1.071  # trabecular attenuation / cortical, per unit volume fraction
+    texture_amp: float = 0.6277      # relative contrast of the trabecular texture
+    texture_aniso: float = 3.68      # its elongation along the border
+    ridge_width: float = 0.2653      # thinness of the trabecular network's lines
+    ridge_weight: float = 0.7919     # network share of the texture (rest: smooth band-pass field)
+    ridge_cell_px: float = 8.258     # size of the network's cells
+    ridge_beta: float = 0.8885       # spectral slope of the field whose zero lines make the network
+    ridge_aniso: float = 2.486       # elongation of the network's cells along the border
+    blotch: float = 0.2908           # coarse density variation of the trabecular bone
+    spine: float = 0.2077            # median brightness of the cervical spine's ghost
+    spine_lines: float = 0.1547      # airway and vertebral edges in it, relative
+    spine_sd: float = 0.751          # its spread between images (SD of the log brightness)
+    spine_texture: float = 0.054     # relative contrast of its spongy bone
+    spine_edge: float = 40.0         # sharpness of its sides (exponent of the band's profile)
+    spine_width_px: float = 271.4    # its width
+    neck_shadow: float = 0.0053      # broad vertical shadows of the neck's soft tissues
+    blur_px: float = 1.337           # unsharpness (Gaussian sigma)
+    gain_sd: float = 0.0767          # spread of the gain between images
+    offset_sd: float = 0.1545        # grey offset: real DPRs vary in brightness more than in contrast
+    toe: float = 0.0186              # width of the detector's toe (soft compression toward black)
+    noise: float = 0.0458            # quantum noise at grey 1 (full-size pixels)
+    column_noise: float = 0.005      # column-to-column gain of a scanning sensor
 
 
 LOOK = Look()
@@ -129,7 +144,7 @@ def sample_subjects(p: PhantomParams) -> pd.DataFrame:
         klemetti = "C1" if erosion < 1.9 else ("C2" if erosion < 2.9 else "C3")
         bvf = float(np.clip(0.52 + p.bvf_per_t * t + rng.normal(0, p.bvf_noise * d), 0.2, 0.7))  # trabecular density
         W = int(rng.integers(p.width_px[0], p.width_px[1] + 1))
-        H = int(np.clip(round(W * rng.uniform(0.49, 0.53)), 685, 1348))
+        H = int(np.clip(round(W * rng.uniform(*p.aspect)), 685, 1348))
         s = p.framing_spread
         # geometry in the 1200x630 frame, then to original pixels
         yc = np.clip(rng.normal(580 + 3 * s, 5 + s * 12), 568 - 28 * s, 592 + 22 * s)
@@ -141,10 +156,17 @@ def sample_subjects(p: PhantomParams) -> pd.DataFrame:
         half = rng.normal(350, 8 + 4 * s)
         a_frac = rng.uniform(0.7, 0.85)
         sx, sy = W / WORK_WH[0], H / WORK_WH[1]
+        H_img = H
+        if s > 0 and rng.random() < p.chin_at_edge_prob * min(s, 1.0):   # the chin near the detector's edge
+            # the image ends 2-20 rows below the chin (original pixels keep their place), so a
+            # box placed at the border passes the image's bottom: black rows, as on real DPRs
+            ss = np.linspace(-1.2, 1.2, 241)
+            low = np.max(yc - rise * a_frac * ss ** 2 - rise * (1 - a_frac) * ss ** 4 + tilt * ss)
+            H_img = int(min(H, np.ceil((low + rng.uniform(*p.chin_gap_px)) * sy)))
         rows.append(dict(
             patient_id=f"P{i:04d}", label=int(y), t_score=float(t), sex=sex, age=round(age, 1),
             dxa_site="lumbar_spine", cortical_width_mm=round(cw, 3), klemetti=klemetti,
-            trabecular_bvf=round(bvf, 3), width=W, height=H,
+            trabecular_bvf=round(bvf, 3), width=W, height=H_img,
             pixel_mm=round(p.fov_mm / W, 5),
             border_xc=float(xc * sx), border_yc=float(yc * sy), border_a=float(rise * a_frac * sy),
             border_c=float(rise * (1 - a_frac) * sy), border_tilt=float(tilt * sy),
@@ -243,7 +265,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
 
     # soft tissue: a level over the face, falling off into the dark submandibular region
     s_up = look.soft_level * rng.uniform(0.67, 1.33)
-    floor = rng.uniform(0.0, 0.08) * rng.random()
+    floor = look.soft_floor * rng.uniform(0.3, 1.7)
     fall = look.soft_fall_px * rng.uniform(0.42, 1.58)
     soft = s_up + 0.10 * np.exp(-v / 160.0) + 0.0 * u
     below = v > b
@@ -260,7 +282,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     crest = b - body_mm / mm_v
     # outer radius of the lower border and buccal/lingual plate thickness (mm); the symphysis
     # is thicker, so the anterior mandible projects brighter than the body
-    xa = xc + rng.normal(0, 20)                        # the head's centre, off the border's by rotation
+    xa = xc + look.anterior_shift_px + rng.normal(0, 20)   # the head's centre, off the border's by rotation
     ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(0.75, 1.25))) ** 6)
     radius = look.radius_mm * rng.uniform(0.82, 1.18) * (1 + rng.uniform(0.2, 0.5) * ant)
     plate = rng.uniform(1.0, 1.8) * (1 + 0.5 * ant)
@@ -309,12 +331,13 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     theta = rng.normal(0.0, 0.4)
     tex = random_field(rng, (Hk, Wk), (1 / (60 * coarse), 1 / (4 * coarse)), 1.6,
                        look.texture_aniso * rng.uniform(0.8, 1.2), theta)
-    ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (40 * coarse), 1 / (6 * coarse)), 1.0,
-                                   0.75 * look.texture_aniso * rng.uniform(0.8, 1.2), theta) / look.ridge_width) ** 2)
+    cell = look.ridge_cell_px * coarse          # trabecular network: the zero lines of a smooth field
+    ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * cell), 1 / (0.5 * cell)), look.ridge_beta,
+                                   look.ridge_aniso * rng.uniform(0.8, 1.2), theta) / look.ridge_width) ** 2)
     tex = (1 - look.ridge_weight) * tex + look.ridge_weight * (ridges - ridges.mean()) / (ridges.std() + 1e-6)
     tex_amp = look.texture_amp * np.clip(1 + 1.6 * (0.55 - bvf), 0.7, 1.5)
     tex = tex_amp * tex + look.blotch * rng.uniform(0.6, 1.4) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
-    bone = mu_c * (cortical * (1 - 0.6 * lac) + r_trab * inner * (1 + tex))
+    bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
     img = soft + body * (bone + look.anterior * rng.uniform(0.4, 1.6) * ant)
 
@@ -351,17 +374,18 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
             add = add - 0.03 * (inside & rootpart & (dist < 0.18))
             img[r0:r1, c0:c1] += _blur(add.astype(np.float32), 0.7)
 
-    # cervical spine ghost over the midline: a wide soft band with vertebrae and vertical streaks
-    amp = float(np.exp(rng.normal(np.log(look.spine), 0.7)))
-    sw = rng.uniform(90, 170) / 2
+    # cervical spine ghost over the midline: a wide block with sharp sides (the vertebral bodies,
+    # their walls and spongy bone), over the whole height, with a few airway and vertebral edges
+    amp = float(np.exp(np.clip(rng.normal(0.0, look.spine_sd), -2.5, 1.0))) * look.spine   # up to e x the median
+    sw = look.spine_width_px * rng.uniform(0.75, 1.25) / 2
     sc = xa + rng.normal(0, 10)
-    band = np.exp(-np.abs((u - sc) / sw) ** 4)
-    walls = np.exp(-((np.abs(u - sc) - 0.8 * sw) / 4.0) ** 2)          # the vertebral bodies' walls
-    vert = 1 + 0.25 * np.sin(2 * np.pi * v / rng.uniform(60, 95) + rng.uniform(0, 6.3))
+    band = np.exp(-np.abs((u - sc) / sw) ** look.spine_edge)
+    walls = np.exp(-((np.abs(u - sc) - 0.95 * sw) / 4.0) ** 2)
+    vert = 1 + 0.1 * np.sin(2 * np.pi * v / rng.uniform(60, 95) + rng.uniform(0, 6.3))
     lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-1.2, 1.2) * sw) / rng.uniform(4, 15)) ** 2)
-                for _ in range(rng.integers(1, 5)))                   # airway and vertebral edges
-    streak = random_field(rng, (Hk, Wk), (1 / 300, 1 / 30), 1.0, 3.0, np.pi / 2)
-    img = img + amp * (band * (1 + 0.25 * streak) + 0.3 * walls + lines) * vert
+                for _ in range(rng.integers(1, 5)))
+    spongy = random_field(rng, (Hk, Wk), (1 / 150, 1 / 8), 2.0)
+    img = img + amp * (band * (1 + look.spine_texture * spongy) + 0.3 * walls + lines) * vert
     # other superimposed soft tissues of the neck: broad vertical shadows
     img = img + look.neck_shadow * rng.uniform(0.4, 1.6) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
     if rng.random() < p.hyoid_prob:
@@ -376,6 +400,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     img = _blur(img.astype(np.float32), look.blur_px * rng.uniform(0.67, 1.33) * d)
     gain = max(rng.normal(1.0, look.gain_sd), 0.3) * (0.75 if row["low_contrast"] else 1.0)
     img = gain * img + rng.normal(0, look.offset_sd)
+    # the detector's toe: low exposures are compressed smoothly toward black, not clipped
+    img = look.toe * np.logaddexp(np.float32(0), img / np.float32(look.toe))
     img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.2)
     full = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
     # a scanning sensor's column-to-column gain differences, and an unexposed strip at the bottom
