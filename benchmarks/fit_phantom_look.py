@@ -12,13 +12,14 @@ measures.
 
 How: Gauss-Newton. Each iteration renders ``--n`` phantoms (the same subjects and random
 streams every time), measures the Jacobian of the mean statistics with respect to every
-``Look`` field in ``BOUNDS`` but the held ones (``--hold``, by default the spine ghost's
-brightness and spread, which set how much of the bone signal image models can see) (one render of the set per field; log scale for positive fields),
-and takes the bounded, damped least-squares step (three dampings tried, the one with the lower
-two-sample AUC kept). The real images give only statistics; no image content enters the look.
+``Look`` field in ``BOUNDS`` but the held ones (one render of the set per field; log scale for
+positive fields), and takes the bounded, damped least-squares step (three dampings tried, the
+one with the lower two-sample AUC kept). Held (``--hold``; by default ``HOLD``): the spine
+ghost's brightness and spread, the grey offset and the cortical and trabecular attenuation,
+which set how much of the bone signal image models and the finder can see. The real images give only statistics; no image content enters the look.
 Writes the fitted fields as JSON to ``--out`` (to paste into ``Look``) after every iteration.
 About (fields + 4) x n / 5 seconds per iteration on the 2-core machine (measured: 6.0 min with
-31 fields at --n 48, 12 min at --n 96).
+31 fields at --n 48, 6.8 min with the 27 unheld ones at --n 64).
 """
 
 from __future__ import annotations
@@ -42,17 +43,20 @@ from phantom_realism import cut_roi, logistic, cv_auc, texture_features
 # the fitted fields and their allowed ranges; ADDITIVE fields are stepped on a linear scale
 BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.003, 0.15), "chin": (0.005, 0.12),
           "anterior": (0.03, 0.2), "anterior_width": (0.2, 0.6), "anterior_shift_px": (-80, 40), "radius_mm": (2.5, 7),
-          "cortical_mu": (0.018, 0.04), "trabecular_ratio": (0.6, 1.4), "lacuna_depth": (0.1, 0.8),
+          "cortical_mu": (0.015, 0.04), "trabecular_ratio": (0.6, 1.4), "lacuna_depth": (0.1, 0.8),
           "texture_amp": (0.2, 1.2), "texture_aniso": (1, 4), "ridge_width": (0.08, 0.45),
           "ridge_weight": (0.2, 1.0), "ridge_cell_px": (6, 30), "ridge_beta": (0.5, 3.5), "ridge_aniso": (1, 3),
           "blotch": (0.2, 1.3), "spine": (0.015, 0.3), "spine_sd": (0.2, 1.0), "spine_lines": (0.02, 1.2),
           "spine_texture": (0.03, 0.6), "spine_edge": (2, 40), "spine_width_px": (80, 320),
           "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2), "offset_sd": (0.02, 0.2),
           "toe": (0.004, 0.08), "noise": (0.015, 0.08), "column_noise": (0.0005, 0.02)}
-# held at their Look values unless --hold says otherwise: fitted freely, the spine ghost became brighter
-# and more variable between images than on the dev DPRs, and hid the bone signal from the image models
-# (benchmarks/phantom_signal.py); the cortex's attenuation has a floor in BOUNDS for the same reason
-HOLD = ("spine", "spine_sd")
+# held at their Look values unless --hold says otherwise. Fitted freely to the texture statistics, they
+# went where real DPRs do not: a spine ghost brighter and more variable than the dev DPRs' that hid the
+# bone signal from image models (benchmarks/phantom_signal.py), a cortex no brighter than the trabecular
+# bone above it, and a grey offset that took the soft tissue under the border (and some whole images)
+# to black, so that the finder traced the border 2-6 px above the drawn one (dev DPRs: 0.0 px from the
+# dentists' line)
+HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu")
 ADDITIVE = {"anterior_shift_px"}
 STEP = {"log": 0.2, "additive": 10.0}   # finite-difference steps (log units; pixels)
 DAMPING = (0.03, 0.1, 0.3)

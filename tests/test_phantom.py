@@ -72,10 +72,15 @@ def test_drawn_border_is_where_the_manifest_says(phantom_dir):
     assert np.mean(np.array(diffs) > 0) >= 0.9
 
 
-def _profile_auc(X, y):
-    cv = StratifiedKFold(5, shuffle=True, random_state=0)
-    p = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=cv, method="predict_proba")[:, 1]
-    return roc_auc_score(y, p)
+def _profile_auc(X, y, shuffles: int = 5):
+    """Cross-validated AUC of a logistic regression, the mean over ``shuffles`` 5-fold splits (one
+    split's figure moved by up to 0.07 with the split alone on 240 phantoms)."""
+    aucs = []
+    for seed in range(shuffles):
+        cv = StratifiedKFold(5, shuffle=True, random_state=seed)
+        p = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=cv, method="predict_proba")[:, 1]
+        aucs.append(roc_auc_score(y, p))
+    return float(np.mean(aucs))
 
 
 def test_signal_lives_in_the_roi_not_the_background(phantom_dir):
