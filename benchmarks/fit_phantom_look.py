@@ -16,7 +16,8 @@ streams every time), measures the Jacobian of the mean statistics with respect t
 positive fields), and takes the bounded, damped least-squares step (three dampings tried, the
 one with the lower two-sample AUC kept). Held (``--hold``; by default ``HOLD``): the spine
 ghost's brightness and spread, the grey offset and the cortical and trabecular attenuation,
-which set how much of the bone signal image models and the finder can see. The real images give only statistics; no image content enters the look.
+which set how much of the bone signal image models and the finder can see. The real images
+give only statistics; no image content enters the look.
 Writes the fitted fields as JSON to ``--out`` (to paste into ``Look``) after every iteration.
 About (fields + 4) x n / 5 seconds per iteration on the 2-core machine (measured: 6.0 min with
 31 fields at --n 48, 6.8 min with the 27 unheld ones at --n 64).
@@ -50,12 +51,7 @@ BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.0
           "spine_texture": (0.03, 0.6), "spine_edge": (2, 40), "spine_width_px": (80, 320),
           "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2), "offset_sd": (0.02, 0.2),
           "toe": (0.004, 0.08), "noise": (0.015, 0.08), "column_noise": (0.0005, 0.02)}
-# held at their Look values unless --hold says otherwise. Fitted freely to the texture statistics, they
-# went where real DPRs do not: a spine ghost brighter and more variable than the dev DPRs' that hid the
-# bone signal from image models (benchmarks/phantom_signal.py), a cortex no brighter than the trabecular
-# bone above it, and a grey offset that took the soft tissue under the border (and some whole images)
-# to black, so that the finder traced the border 2-6 px above the drawn one (dev DPRs: 0.0 px from the
-# dentists' line)
+# held at their Look values unless --hold says otherwise (why: the docstring of osteo.data.phantom.Look)
 HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu")
 ADDITIVE = {"anterior_shift_px"}
 STEP = {"log": 0.2, "additive": 10.0}   # finite-difference steps (log units; pixels)

@@ -170,4 +170,3 @@ def test_parallel_jobs_generate_the_phantom_set_once(tmp_path):
     assert sorted(q.get() for _ in procs) == [0, 1]  # one generated, the other reused its files
     assert len(list((tmp_path / "ph" / "images").glob("*.png"))) == 6
     assert not list((tmp_path / "ph").rglob(".*.tmp"))
-

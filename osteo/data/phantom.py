@@ -80,7 +80,7 @@ class Look:
     brighter and more variable than the dev DPRs' and hid the bone signal from the image models
     (``benchmarks/phantom_signal.py``), the cortex became no brighter than the bone above it, and
     the offset took the tissue under the border to black, so that the finder traced the border
-    2-6 px above the drawn one (on the dev DPRs it lies 0.0 px from the dentists' line)."""
+    1.5-7 px above the drawn one (on the dev DPRs it lies 0.0 px from the dentists' line)."""
 
     soft_level: float = 0.1021       # soft tissue over the face
     soft_fall_px: float = 19.4       # decay length of soft tissue below the border
@@ -241,8 +241,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     around trabecular bone, so the cortex brightens from its periosteal margin toward its
     endosteal one, as a tangentially seen tube does), trabecular texture, lacunae, teeth, the
     spine's and hyoid's ghosts; then gain, gamma, blur and correlated noise at full size.
-    The constants were fitted to the grey levels, profiles and power spectra of 40 real DPRs
-    (``benchmarks/phantom_realism.py``); no image content was copied.
+    How it looks is ``look`` (see ``Look``: fitted to the texture statistics of 40 real DPRs by
+    ``benchmarks/fit_phantom_look.py``); no image content was copied.
     """
     rng = np.random.default_rng([p.seed, 1, int(row["patient_id"][1:])])
     Wk, Hk = WORK_WH
