@@ -15,12 +15,12 @@ streams every time), measures the Jacobian of the mean statistics with respect t
 ``Look`` field in ``BOUNDS`` but the held ones (one render of the set per field; log scale for
 positive fields), and takes the bounded, damped least-squares step (three dampings tried, the
 one with the lower two-sample AUC kept). Held (``--hold``; by default ``HOLD``): the spine
-ghost's brightness and spread, the grey offset and the cortical and trabecular attenuation,
-which set how much of the bone signal image models and the finder can see. The real images
+ghost's brightness and spread, the grey offset, the cortical and trabecular attenuation and the
+lacunae's depth, which set how much of the bone signal image models and the finder can see. The real images
 give only statistics; no image content enters the look.
 Writes the fitted fields as JSON to ``--out`` (to paste into ``Look``) after every iteration.
 About (fields + 4) x n / 5 seconds per iteration on the 2-core machine (measured: 6.0 min with
-31 fields at --n 48, 6.8 min with the 27 unheld ones at --n 64).
+31 fields at --n 48, 6.8 min with 27 fields at --n 64).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.0
           "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2), "offset_sd": (0.02, 0.2),
           "toe": (0.004, 0.08), "noise": (0.015, 0.08), "column_noise": (0.0005, 0.02)}
 # held at their Look values unless --hold says otherwise (why: the docstring of osteo.data.phantom.Look)
-HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu")
+HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu", "lacuna_depth")
 ADDITIVE = {"anterior_shift_px"}
 STEP = {"log": 0.2, "additive": 10.0}   # finite-difference steps (log units; pixels)
 DAMPING = (0.03, 0.1, 0.3)

@@ -75,12 +75,15 @@ class Look:
     shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
     statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
     figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit.
-    Five are held, not fitted (the fit's ``HOLD``): the spine ghost's brightness and spread, the
-    grey offset and the cortical and trabecular attenuation. Fitted freely, the spine ghost grew
-    brighter and more variable than the dev DPRs' and hid the bone signal from the image models
-    (``benchmarks/phantom_signal.py``), the cortex became no brighter than the bone above it, and
-    the offset took the tissue under the border to black, so that the finder traced the border
-    1.5-7 px above the drawn one (on the dev DPRs it lies 0.0 px from the dentists' line)."""
+    Six are held, not fitted (the fit's ``HOLD``): the spine ghost's brightness and spread, the
+    grey offset, the cortical and trabecular attenuation and the lacunae's depth. Fitted freely,
+    the spine ghost grew brighter and more variable than the dev DPRs' and hid the bone signal
+    from the image models (``benchmarks/phantom_signal.py``), the cortex became no brighter than
+    the bone above it, and the offset took the tissue under the border to black, so that the
+    finder traced the border 1.5-7 px above the drawn one (on the dev DPRs it lies 0.0 px from
+    the dentists' line). With the brighter cortex, the fitted lacuna depth (0.76) drew Klemetti
+    lacunae as dark beads along the border; their contrast is held at the previous release's
+    (0.6 x 0.0256 grey per mm)."""
 
     soft_level: float = 0.1021       # soft tissue over the face
     soft_fall_px: float = 19.4       # decay length of soft tissue below the border
@@ -89,7 +92,7 @@ class Look:
     anterior: float = 0.0496         # lips/tongue over the anterior mandible
     anterior_width: float = 0.6      # half-width of the anterior region, in border half-widths
     anterior_shift_px: float = -33.63  # mean offset of the anterior region from the border's centre (+ right)
-    lacuna_depth: float = 0.7609     # share of the cortex a lacuna removes at its centre
+    lacuna_depth: float = 0.512      # share of the cortex a lacuna removes at its centre
     radius_mm: float = 5.678         # rounding of the lower border (bucco-lingual half-thickness)
     cortical_mu: float = 0.03        # grey per mm of cortical bone on the ray's path
     trabecular_ratio: float = 0.6    # trabecular attenuation / cortical, per unit volume fraction
