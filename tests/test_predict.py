@@ -63,8 +63,11 @@ def test_dicom_monochrome1_16bit_equals_the_png(tiny_sweep, phantom_dir, tmp_pat
     write_dicom(tmp_path / "x.dcm", 65535 - g.astype(np.uint16) * 257, mono1=True)
     df = predict([str(tmp_path / "x.png"), str(tmp_path / "x.dcm")], str(run_dir(tiny_sweep)),
                  str(tmp_path / "o"), single=True, cams=False, progress=False)
-    assert (df["status"] == "ok").all()
+    # the same image either way: same status (the detector may flag it, as it does a few training
+    # phantoms), same probability and the same out-of-distribution score
+    assert not df["status"].str.startswith("error").any() and df["status"].nunique() == 1
     assert df["probability"].iloc[0] == pytest.approx(df["probability"].iloc[1], abs=1e-6)
+    assert df["ood_score"].iloc[0] == pytest.approx(df["ood_score"].iloc[1], abs=1e-6)
 
 
 def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp_path, caplog):
