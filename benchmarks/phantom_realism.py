@@ -45,16 +45,18 @@ GRAD_EDGES = np.r_[0, np.geomspace(0.002, 0.25, 14), np.inf]
 PROFILE_BINS = 14
 
 
-def cut_roi(g: np.ndarray, roi: dict, anatomy: dict) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    """The ROI (uint8 [140, 700]) placed at one image's (uint8 (H, W)) traced border, that border
-    in ROI rows (float [700], NaN where not traced) and the finder's status; the first two are
-    None when the finder flags the image."""
-    res = analyse(g, roi, anatomy, 0.1)
+def cut_roi(g: np.ndarray, roi: dict, anatomy: dict, pixel_mm: float = 0.1,
+            scale: float = 1.0) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
+    """The ROI (uint8 [140 * scale, 700 * scale]) placed at one image's (uint8 (H, W), ``pixel_mm``
+    mm per pixel) traced border, that border in full-scale ROI rows (float [700], NaN where not
+    traced) and the finder's result (``osteo.anatomy.mandible.analyse``: status, box, MCW); the
+    first two are None when the finder flags the image."""
+    res = analyse(g, roi, anatomy, pixel_mm)
     if res["status"] != "ok":
-        return None, None, res["status"]
+        return None, None, res
     box = (res["roi_x0"], res["roi_y0"], *roi["box_xywh"][2:])
-    out = extract_roi(g, roi["resize_wh"], box, 1.0, anatomy["box"]["max_overhang_px"])
-    return out, border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1], res["status"]
+    out = extract_roi(g, roi["resize_wh"], box, scale, anatomy["box"]["max_overhang_px"])
+    return out, border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1], res
 
 
 def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -62,9 +64,9 @@ def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, n
     rows (float [n, 700], NaN where not traced) and the file names; flagged images left out."""
     out, borders, names = [], [], []
     for f in files:
-        r, b, status = cut_roi(read_gray(f), roi, anatomy)
+        r, b, res = cut_roi(read_gray(f), roi, anatomy)
         if r is None:
-            print(f"  {f.name}: {status} (left out)")
+            print(f"  {f.name}: {res['status']} (left out)")
             continue
         out.append(r)
         borders.append(b)
@@ -176,12 +178,13 @@ def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5) -> list[
     return aucs
 
 
-def logistic(X_tr, y_tr, X_te):
+def logistic(X_tr, y_tr, X_te, C: float = 1.0):
+    """Scores of a standardised L2 logistic regression (inverse regularisation ``C``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    m = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+    m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
     return m.fit(X_tr, y_tr).predict_proba(X_te)[:, 1]
 
 

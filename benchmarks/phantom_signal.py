@@ -22,29 +22,24 @@ import argparse
 import dataclasses
 import json
 import time
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from osteo.anatomy.mandible import analyse
 from osteo.config import compose
 from osteo.data import phantom as ph
-from osteo.data.roi import extract_roi
+from phantom_realism import cut_roi, cv_auc, logistic
 
 _SETTINGS: dict = {}   # roi, anatomy, look and scale, set in each worker by Pool's initializer
 
 
 def _one(row: dict) -> tuple[np.ndarray | None, float]:
-    roi, anatomy = _SETTINGS["roi"], _SETTINGS["anatomy"]
     g = ph.render(row, _SETTINGS["p"], _SETTINGS["look"])
-    res = analyse(g, roi, anatomy, row["pixel_mm"])
-    if res["status"] != "ok":
-        return None, float("nan")
-    box = (res["roi_x0"], res["roi_y0"], *roi["box_xywh"][2:])
-    out = extract_roi(g, roi["resize_wh"], box, _SETTINGS["scale"], anatomy["box"]["max_overhang_px"])
-    return out, float(res["mcw_mm"]) if res["mcw_mm"] is not None else float("nan")
+    out, _, res = cut_roi(g, _SETTINGS["roi"], _SETTINGS["anatomy"], row["pixel_mm"], _SETTINGS["scale"])
+    return out, float(res["mcw_mm"]) if out is not None and res["mcw_mm"] is not None else float("nan")
 
 
 def vgg_features(rois: np.ndarray) -> np.ndarray:
@@ -62,21 +57,9 @@ def vgg_features(rois: np.ndarray) -> np.ndarray:
         return torch.cat([blocks(x[i:i + 64]).flatten(1) for i in range(0, len(x), 64)]).numpy()
 
 
-def cv_auc(X: np.ndarray, y: np.ndarray, C: float, repeats: int = 3) -> tuple[float, float]:
+def cv_auc_sd(X: np.ndarray, y: np.ndarray, C: float, repeats: int = 3) -> tuple[float, float]:
     """Mean and SD over shuffles of the 5-fold CV AUC of standardised L2 logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    aucs = []
-    for r in range(repeats):
-        s = np.zeros(len(y))
-        for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(X, y):
-            m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(X[tr], y[tr])
-            s[te] = m.decision_function(X[te])
-        aucs.append(roc_auc_score(y, s))
+    aucs = cv_auc(X, y, partial(logistic, C=C), repeats)
     return float(np.mean(aucs)), float(np.std(aucs))
 
 
@@ -104,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     mcw = np.array([m for _, m in res])[ok]
     print(f"{ok.sum()} of {len(ok)} phantoms placed; rendering and finding {time.perf_counter() - t0:.0f} s")
     feats = vgg_features(rois)
-    lines = {"frozen VGG16-hed (block 5)": cv_auc(feats, y, C=0.01),
-             "MCW": cv_auc(np.nan_to_num(mcw, nan=np.nanmedian(mcw))[:, None], y, C=1.0),
-             "latent oracle": cv_auc(ph.latent_features(subjects)[ok], y, C=1.0)}
+    lines = {"frozen VGG16-hed (block 5)": cv_auc_sd(feats, y, C=0.01),
+             "MCW": cv_auc_sd(np.nan_to_num(mcw, nan=np.nanmedian(mcw))[:, None], y, C=1.0),
+             "latent oracle": cv_auc_sd(ph.latent_features(subjects)[ok], y, C=1.0)}
     for k, (m, s) in lines.items():
         print(f"{k:28s} AUC {m:.3f} (SD {s:.3f})")
     print(f"total {time.perf_counter() - t0:.0f} s")
