@@ -15,12 +15,12 @@ streams every time), measures the Jacobian of the mean statistics with respect t
 ``Look`` field in ``BOUNDS`` but the held ones (one render of the set per field; log scale for
 positive fields), and takes the bounded, damped least-squares step (three dampings tried, the
 one with the lower two-sample AUC kept). Held (``--hold``; by default ``HOLD``): the spine
-ghost's brightness and spread, the grey offset, the cortical and trabecular attenuation and the
-lacunae's depth, which set how much of the bone signal image models and the finder can see. The real images
-give only statistics; no image content enters the look.
+ghost's brightness and spread, the grey offset, the cortical and trabecular attenuation, the
+lacunae's depth and the border's rounding, which set how much of the bone signal image models
+and the finder can see. The real images give only statistics; no image content enters the look.
 Writes the fitted fields as JSON to ``--out`` (to paste into ``Look``) after every iteration.
 About (fields + 4) x n / 5 seconds per iteration on the 2-core machine (measured: 6.0 min with
-31 fields at --n 48, 6.8 min with 27 fields at --n 64).
+31 fields at --n 48, 6.8 min with 27 fields at --n 64, 9.3 min with 34 fields at --n 64).
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.0
           "cortical_mu": (0.015, 0.04), "trabecular_ratio": (0.6, 1.4), "lacuna_depth": (0.1, 0.8),
           "texture_amp": (0.2, 1.2), "texture_aniso": (1, 4), "ridge_width": (0.08, 0.45),
           "ridge_weight": (0.2, 1.0), "ridge_cell_px": (6, 30), "ridge_beta": (0.5, 3.5), "ridge_aniso": (1, 3),
-          "blotch": (0.2, 1.3), "spine": (0.015, 0.3), "spine_sd": (0.2, 1.0), "spine_lines": (0.02, 1.2),
+          "canals": (0.05, 1.0), "canal_cell_px": (12, 60), "canal_width": (0.05, 0.4), "blotch": (0.2, 1.3), "spine": (0.015, 0.3), "spine_sd": (0.2, 1.0), "spine_lines": (0.02, 1.2),
           "spine_texture": (0.03, 0.6), "spine_edge": (2, 40), "spine_width_px": (80, 320),
+          "spine_rows": (0.01, 0.3), "spine_streaks": (0.05, 1.0), "streak_px": (10, 60), "streak_spread": (0.5, 4),
+          "tongue": (0.01, 0.1),
           "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2), "offset_sd": (0.02, 0.2),
           "toe": (0.004, 0.08), "noise": (0.015, 0.08), "column_noise": (0.0005, 0.02)}
 # held at their Look values unless --hold says otherwise (why: the docstring of osteo.data.phantom.Look)
-HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu", "lacuna_depth")
+HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu", "lacuna_depth", "radius_mm")
 ADDITIVE = {"anterior_shift_px"}
 STEP = {"log": 0.2, "additive": 10.0}   # finite-difference steps (log units; pixels)
 DAMPING = (0.03, 0.1, 0.3)
