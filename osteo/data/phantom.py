@@ -445,8 +445,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
 
 
 def _render_to_file(args) -> str:
-    row, p, path = args
-    atomic_save_image(path, Image.fromarray(render(row, p)), compress_level=1)
+    row, p, path, look = args
+    atomic_save_image(path, Image.fromarray(render(row, p, look)), compress_level=1)
     return path
 
 
@@ -489,9 +489,10 @@ def oracle_auc(subjects: pd.DataFrame, split_seed: int = 0) -> dict:
 
 
 def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int | None = None,
-             progress: bool = True) -> Path:
+             progress: bool = True, look: Look = LOOK) -> Path:
     """Write ``images/*.png``, ``manifest.csv``, ``phantom.json`` and ``contact_sheet.png``
-    into ``out``; returns the manifest path. The same parameters give byte-identical files."""
+    into ``out``; returns the manifest path. The same parameters give byte-identical files.
+    ``look`` changes how they are drawn (benchmarks; a non-default one is recorded in phantom.json)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -499,7 +500,7 @@ def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int |
     t0 = time.perf_counter()
     subjects = sample_subjects(p)
     subjects.insert(0, "image", [f"images/dpr_{i:04d}.png" for i in range(len(subjects))])
-    jobs = [(r, p, str(out / r["image"])) for r in subjects.to_dict("records")]
+    jobs = [(r, p, str(out / r["image"]), look) for r in subjects.to_dict("records")]
     workers = workers or min(available_cpus(), 8)
     with tqdm(total=len(jobs), desc="phantoms", unit="img", disable=not progress) as bar:
         if workers > 1 and len(jobs) > 2:
@@ -515,6 +516,8 @@ def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int |
     summary = {"params": asdict(p), "oracle_auc": oracle_auc(subjects),
                "seconds": round(time.perf_counter() - t0, 1), "workers": workers,
                "class_stats": class_stats(subjects)}
+    if look != LOOK:
+        summary["look"] = asdict(look)
     atomic_write_json(out / "phantom.json", summary)  # last: marks the set complete
     return manifest
 
