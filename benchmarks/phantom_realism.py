@@ -26,7 +26,6 @@ folder by default) with the shipped generator's defaults, or the ``Look`` fields
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -293,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
     a.out.mkdir(parents=True, exist_ok=True)
 
-    from osteo.data.phantom import LOOK, PhantomParams, generate
+    from osteo.data.phantom import PhantomParams, generate, read_look
 
-    look = dataclasses.replace(LOOK, **(json.loads(a.look.read_text()) if a.look else {}))
+    look = read_look(a.look)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,8 +19,6 @@ The demo's image models can only learn what the first line shows; use it beside
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import time
 from functools import partial
 from multiprocessing import Pool
@@ -71,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=0.25, help="ROI scale (the demo's: 0.25)")
     a = ap.parse_args(argv)
 
-    look = dataclasses.replace(ph.LOOK, **(json.loads(a.look.read_text()) if a.look else {}))
+    look = ph.read_look(a.look)
     cfg = compose([])
     p = ph.PhantomParams(n=a.n, seed=a.seed)
     settings = dict(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),

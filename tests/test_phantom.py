@@ -174,8 +174,8 @@ def test_parallel_jobs_generate_the_phantom_set_once(tmp_path):
 
 def test_optional_structure_adds_what_it_says():
     """Switched on, the spine ghost's vertical bands add variation across the midline's column
-    profile (30-150 px scales), and the canal network adds fine contrast to the trabecular bone;
-    both are off in the default look, which keeps the released images byte for byte."""
+    profile (30-150 px scales), and the canal network adds fine contrast to the trabecular bone
+    (both are off in the default look)."""
     import dataclasses
 
     import cv2
@@ -209,3 +209,16 @@ def test_optional_structure_adds_what_it_says():
     print("midline variation off/on", spine.mean(0), "fine contrast off/on", fine.mean(0))
     assert spine[:, 1].mean() > 1.2 * spine[:, 0].mean()   # measured 1.40
     assert fine[:, 1].mean() > 1.15 * fine[:, 0].mean()   # measured 1.32
+
+
+def test_read_look_replaces_named_fields_and_names_unknown_ones(tmp_path):
+    from osteo.data.phantom import LOOK, read_look
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"canals": 0.5, "streak_px": 30}')
+    bad.write_text('{"canals": 0.5, "canalz": 1}')
+    look = read_look(good)
+    assert (look.canals, look.streak_px, look.spine) == (0.5, 30, LOOK.spine)
+    assert read_look(None) == LOOK
+    with pytest.raises(ValueError, match="canalz"):
+        read_look(bad)

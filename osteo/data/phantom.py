@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -77,23 +77,25 @@ class Look:
     figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit.
     Seven are held, not fitted (the fit's ``HOLD``): the spine ghost's brightness and spread, the
     grey offset, the cortical and trabecular attenuation, the lacunae's depth and the border's
-    rounding (``radius_mm``). Fitted freely, the spine ghost grew brighter and more variable than the dev DPRs' and hid the bone signal
-    from the image models (``benchmarks/phantom_signal.py``), the cortex became no brighter than
-    the bone above it, and the offset took the tissue under the border to black, so that the
-    finder traced the border 1.5-7 px above the drawn one (on the dev DPRs it lies 0.0 px from
-    the dentists' line). With the brighter cortex, the fitted lacuna depth (0.76) drew Klemetti
-    lacunae as dark beads along the border; their contrast is held at the previous release's
-    (0.6 x 0.0256 grey per mm). Fitted, the rounding went to 3.5 mm: the thinner projected
-    trabecular path dimmed the bone around the held trabecular attenuation, and the finder traced
-    the drawn borders of tests/test_anatomy.py 3.0-3.9 px off (median; the test allows 2).
+    rounding (``radius_mm``). Fitted freely, the spine ghost grew brighter and more variable than
+    the dev DPRs' and hid the bone signal from the image models (``benchmarks/phantom_signal.py``),
+    the cortex became no brighter than the bone above it, and the offset took the tissue under the
+    border to black, so that the finder traced the border 1.5-7 px above the drawn one (on the dev
+    DPRs it lies 0.0 px from the dentists' line). With the brighter cortex, the fitted lacuna
+    depth (0.76) drew Klemetti lacunae as dark beads along the border; their contrast is held at
+    the previous release's (0.6 x 0.0256 grey per mm). Fitted, the rounding went to 3.5 mm: the
+    thinner projected trabecular path dimmed the bone around the held trabecular attenuation, and
+    the finder traced the drawn borders of tests/test_anatomy.py 3.0-3.9 px off (median; the test
+    allows 2).
 
     Off by default (0): the spine ghost's vertical bands (``spine_streaks``) and a coarse network
     of thin bright lines in the trabecular bone (``canals``), with their sizes from a fit. Real
     ROIs carry more power in vertical structures of 30-60 pixels over the midline, and sparser,
     sharper bright lines in the bone, than these phantoms. Fitted with them (and the rest), the
-    texture two-sample AUC fell from 0.980 to 0.928-0.950, but only with the trabecular texture
-    at 0.80 or the rounding at 3.5 mm, and either put the finder's trace 2.0-3.9 px off the drawn
-    border of tests/test_anatomy.py; the README's phantom section has the figures."""
+    texture two-sample AUC fell from 0.980 to 0.933-0.947, but only with the rounding at 3.5 mm
+    or the trabecular texture's contrast at 0.80, and either put the finder's trace up to 3.9 px
+    off the drawn border of tests/test_anatomy.py (``benchmarks/looks/``; figures in the README's
+    phantom section)."""
 
     soft_level: float = 0.1021       # soft tissue over the face
     soft_fall_px: float = 19.4       # decay length of soft tissue below the border
@@ -442,6 +444,18 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # quantum noise grows with attenuation: faint in the dark soft tissue, strongest in bone
     full += _blur(noise, 0.6) * (np.float32(0.05) + full) * np.float32(look.noise * rng.uniform(0.57, 1.43) * d)
     return np.clip(np.rint(full * 255.0), 0, 255).astype(np.uint8)
+
+
+def read_look(path: str | Path | None) -> Look:
+    """``LOOK`` with the fields in a JSON file (``{"field": value}``) replaced; ``LOOK`` for None.
+    Raises ValueError naming any key that is not a ``Look`` field."""
+    if path is None:
+        return LOOK
+    values = json.loads(Path(path).read_text())
+    unknown = sorted(set(values) - {f.name for f in fields(Look)})
+    if unknown:
+        raise ValueError(f"{path}: not fields of Look: {', '.join(unknown)}")
+    return replace(LOOK, **values)
 
 
 def _render_to_file(args) -> str:
