@@ -16,11 +16,13 @@ streams every time), measures the Jacobian of the mean statistics with respect t
 positive fields), and takes the bounded, damped least-squares step (three dampings tried, the
 one with the lower two-sample AUC kept). Held (``--hold``; by default ``HOLD``): the spine
 ghost's brightness and spread, the grey offset, the cortical and trabecular attenuation, the
-lacunae's depth and the border's rounding, which set how much of the bone signal image models
-and the finder can see. The real images give only statistics; no image content enters the look.
+lacunae's depth and the soft tissue's level, which set how much of the bone signal image models
+and the finder can see. It stops early when no damping lowers the AUC (the same streams would
+give the same step again). The real images give only statistics; no image content enters the look.
 Writes the fitted fields as JSON to ``--out`` (to paste into ``Look``) after every iteration.
 About (fields + 4) x n / 5 seconds per iteration on the 2-core machine (measured: 6.0 min with
-31 fields at --n 48, 6.8 min with 27 fields at --n 64, 9.3 min with 34 fields at --n 64).
+31 fields at --n 48, 6.8 min with 27 fields at --n 64, 9.3 min with 34 fields at --n 64; 15.1 min
+with 33 fields at --n 64 on a slower machine of the same kind).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.0
           "neck_shadow": (0.001, 0.03), "blur_px": (0.4, 1.6), "gain_sd": (0.02, 0.2), "offset_sd": (0.02, 0.2),
           "toe": (0.004, 0.08), "noise": (0.015, 0.08), "column_noise": (0.0005, 0.02)}
 # held at their Look values unless --hold says otherwise (why: the docstring of osteo.data.phantom.Look)
-HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu", "lacuna_depth", "radius_mm")
+HOLD = ("spine", "spine_sd", "offset_sd", "trabecular_ratio", "cortical_mu", "lacuna_depth", "soft_level")
 ADDITIVE = {"anterior_shift_px"}
 STEP = {"log": 0.2, "additive": 10.0}   # finite-difference steps (log units; pixels)
 DAMPING = (0.03, 0.1, 0.3)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", type=Path, required=True, help="folder with images/ (real DPRs)")
-    ap.add_argument("--start", type=Path, default=None, help="JSON of Look fields to start from (default: Look())")
+    ap.add_argument("--start", type=Path, default=None, help="JSON of Look fields to start from (default: the shipped Look)")
     ap.add_argument("--n", type=int, default=48, help="phantoms per evaluation (default 48)")
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--seed", type=int, default=11)
@@ -124,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     Xr = np.stack([texture_features(r) for r in rois if r is not None])
     print(f"{len(Xr)} of {len(files)} real ROIs placed")
     fields = [k for k in BOUNDS if k not in a.hold]
-    look = {k: getattr(ph.LOOK, k) for k in fields}
-    if a.start:
-        look.update({k: v for k, v in json.loads(a.start.read_text()).items() if k in fields})
+    start = ph.read_look(a.start)   # held fields keep the start's values; an unknown key is an error
+    look = {k: getattr(start, k) for k in fields}
     p = ph.PhantomParams(n=a.n, seed=a.seed)
     steps = np.array([STEP["additive"] if k in ADDITIVE else STEP["log"] for k in fields])
     lo, hi = (to_u({k: BOUNDS[k][j] for k in fields}, fields) for j in (0, 1))
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with Pool(initializer=_SETTINGS.update, initargs=(dict(_SETTINGS),)) as pool:
         def stats(values: dict) -> np.ndarray:
-            return phantom_stats(dataclasses.replace(ph.LOOK, **values), p, pool)
+            return phantom_stats(dataclasses.replace(start, **values), p, pool)
 
         X0 = stats(look)
         auc0 = two_sample_auc(Xr, X0)
@@ -159,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  damping {lam}: AUC {auc:.3f}, Mahalanobis^2 {distance(Xr, Xc)[2]:.1f}", flush=True)
                 if auc < best[0]:
                     best = (auc, cand, Xc)
+            improved = best[1] is not look
             auc0, look, X0 = best
             a.out.write_text(json.dumps({k: round(v, 4) for k, v in look.items()}, indent=1))
             spent = time.perf_counter() - t0
             print(f"  kept AUC {best[0]:.3f}; {spent / 60:.1f} min, about {spent / (it + 1) * (a.iters - it - 1) / 60:.1f} "
                   f"min left; wrote {a.out}", flush=True)
+            if not improved:
+                print("  no damping lowered the AUC: stopping (the same streams would give the same step again)",
+                      flush=True)
+                break
     return 0
 
 

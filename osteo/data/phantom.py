@@ -75,9 +75,11 @@ class Look:
     shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
     statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
     figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit.
-    Seven are held, not fitted (the fit's ``HOLD``): the spine ghost's brightness and spread, the
+    Seven were held when these values were fitted: the spine ghost's brightness and spread, the
     grey offset, the cortical and trabecular attenuation, the lacunae's depth and the border's
-    rounding (``radius_mm``). Fitted freely, the spine ghost grew brighter and more variable than
+    rounding (``radius_mm``); the fit's ``HOLD`` now holds the soft tissue's level instead of the
+    rounding (fitted, it brightened the tissue under the border and the finder traced 3-3.9 px
+    below the drawn borders of tests/test_anatomy.py; see ``benchmarks/looks/``). Fitted freely, the spine ghost grew brighter and more variable than
     the dev DPRs' and hid the bone signal from the image models (``benchmarks/phantom_signal.py``),
     the cortex became no brighter than the bone above it, and the offset took the tissue under the
     border to black, so that the finder traced the border 1.5-7 px above the drawn one (on the dev
