@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", type=Path, required=True, help="folder with images/ (real DPRs)")
-    ap.add_argument("--start", type=Path, default=None, help="JSON of Look fields to start from (default: the shipped Look)")
+    ap.add_argument("--start", type=Path, default=None,
+                    help="JSON of Look fields to start from (default: the shipped Look)")
     ap.add_argument("--n", type=int, default=48, help="phantoms per evaluation (default 48)")
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--seed", type=int, default=11)
