@@ -1,7 +1,8 @@
 """How far phantom ROIs are from real ones: the targets of issue 15.
 
     python benchmarks/phantom_realism.py --real ../shared/real-dpr/abdi-dev [--n 160] [--seed 7]
-        [--phantom-dir DIR] [--framing-spread 0] [--look look.json] [--out outputs/realism] [--no-cnn]
+        [--phantom-dir DIR] [--framing-spread 0] [--look look.json] [--params params.json]
+        [--out outputs/realism] [--no-cnn]
 
 Both sets go through the same path: the mandible finder places the 700 x 140 box at each
 image's traced border in the 1200 x 630 frame (osteo.anatomy), and the ROI is cut there.
@@ -20,7 +21,9 @@ Writes under --out: ``sheet.png`` (real ROIs above, phantom ROIs below, same cou
 ``curves.png`` (mean row profile and radial power spectrum of both, with 10-90 % bands) and
 ``realism.json`` (every figure printed). Phantoms are generated into --phantom-dir (a temporary
 folder by default) with the shipped generator's defaults, or the ``Look`` fields of ``--look``
-(e.g. ``benchmarks/looks/*.json``, looks measured and not shipped).
+(e.g. ``benchmarks/looks/*.json``, looks measured and not shipped) and the ``PhantomParams``
+fields of ``--params`` (e.g. ``benchmarks/params/dev-bottom-strip.json``: the dev DPRs' framing of
+the bottom edge).
 """
 
 from __future__ import annotations
@@ -282,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("outputs/realism"))
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN two-sample test")
     ap.add_argument("--look", type=Path, default=None, help="JSON of Look fields (default: the shipped Look)")
+    ap.add_argument("--params", type=Path, default=None,
+                    help="JSON of PhantomParams fields (default: the generator's; n, seed and framing from the flags)")
     a = ap.parse_args(argv)
 
     real_files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
@@ -292,16 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
     a.out.mkdir(parents=True, exist_ok=True)
 
-    from osteo.data.phantom import PhantomParams, generate, read_look
+    from osteo.data.phantom import generate, read_look, read_params
 
     look = read_look(a.look)
+    params = read_params(a.params, n=a.n, seed=a.seed, framing_spread=a.framing_spread)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         pdir = a.phantom_dir or Path(tmp) / "phantoms"
         if not (pdir / "phantom.json").exists():
-            generate(pdir, PhantomParams(n=a.n, seed=a.seed, framing_spread=a.framing_spread), progress=False,
-                     look=look)
+            generate(pdir, params, progress=False, look=look)
         ph_files = sorted(p for p in (pdir / "images").glob("*") if p.suffix in (".png", ".jpg"))[:a.n]
         print(f"cutting ROIs: {len(real_files)} real, {len(ph_files)} phantoms")
         real, real_border, _ = cut_rois(real_files, roi, anatomy)

@@ -1,10 +1,11 @@
 """How much of the phantoms' bone signal an image model can see: a quick probe of a look.
 
-    python benchmarks/phantom_signal.py [--look look.json] [--n 400] [--seed 3]
+    python benchmarks/phantom_signal.py [--look look.json] [--params params.json] [--n 400] [--seed 3]
 
 Renders ``--n`` phantoms with the look (``osteo.data.phantom.Look``, fields overridden by the
-JSON file), places the ROI with the mandible finder as training does, shrinks it to the demo's
-quarter scale (175 x 35) and prints, with 5-fold cross-validation over 3 shuffles:
+JSON file; ``PhantomParams`` fields from ``--params``), places the ROI with the mandible finder
+as training does, shrinks it to the demo's quarter scale (175 x 35) and prints, with 5-fold
+cross-validation over 3 shuffles:
 
 - ``frozen VGG16-hed``: logistic regression on the flattened block-5 output of VGG16 with the
   ``vgg16_hed`` weights, all conv blocks frozen; a stand-in for the demo's TF0 model;
@@ -64,6 +65,7 @@ def cv_auc_sd(X: np.ndarray, y: np.ndarray, C: float, repeats: int = 3) -> tuple
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--look", type=Path, default=None, help="JSON of Look fields (default: the shipped Look)")
+    ap.add_argument("--params", type=Path, default=None, help="JSON of PhantomParams fields (n and seed from the flags)")
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--scale", type=float, default=0.25, help="ROI scale (the demo's: 0.25)")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     look = ph.read_look(a.look)
     cfg = compose([])
-    p = ph.PhantomParams(n=a.n, seed=a.seed)
+    p = ph.read_params(a.params, n=a.n, seed=a.seed)
     settings = dict(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),
                     anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True),
                     p=p, look=look, scale=a.scale)

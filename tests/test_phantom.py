@@ -222,3 +222,41 @@ def test_read_look_replaces_named_fields_and_names_unknown_ones(tmp_path):
     assert read_look(None) == LOOK
     with pytest.raises(ValueError, match="canalz"):
         read_look(bad)
+
+
+def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):
+    from osteo.data.phantom import read_params
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"bottom_strip_gap": [6, 30], "n": 99, "hyoid_prob": 0.5}')
+    bad.write_text('{"bottom_strip_gapp": [6, 30]}')
+    p = read_params(good, n=4)
+    assert (p.bottom_strip_gap, p.n, p.hyoid_prob, p.seed) == ((6, 30), 4, 0.5, 0)   # given wins over the file
+    assert read_params(None, seed=3) == PhantomParams(seed=3)
+    with pytest.raises(ValueError, match="bottom_strip_gapp"):
+        read_params(bad)
+
+
+def test_the_bottom_strip_keeps_its_gap_below_the_chin():
+    """The unexposed rows at the bottom (black but for the detector's noise: under 1 grey level on
+    average) start no closer to the chin than the gap (at least 25 rows of 1200 x 630 by default)
+    and run to the bottom edge; the rows at the chin stay exposed. With the strip up to the full
+    height (share 1) and a gap of 8 rows it mostly starts at the gap (unless its drawn height is
+    the shorter)."""
+    from osteo.data.phantom import render
+
+    for gap, p in ((8.0, PhantomParams(n=6, seed=2, bottom_strip_prob=1.0, bottom_strip_share=1.0,
+                                       bottom_strip_gap=(8.0, 8.0))),
+                   (25.0, PhantomParams(n=6, seed=2, bottom_strip_prob=1.0))):
+        at_gap = 0
+        for row in sample_subjects(p).to_dict("records"):
+            g = render(row, p)
+            chin = border_y(np.arange(row["width"], dtype=float), row).max()     # original rows
+            top = np.ceil(chin + gap * row["height"] / 630)
+            black = np.flatnonzero(g.mean(1) < 1.0)
+            assert g[int(chin) - 10:int(chin) + 1].mean() > 10
+            if black.size:
+                assert black[0] >= top - 1 and np.array_equal(black, np.arange(black[0], row["height"]))
+                at_gap += int(black[0] <= top + 1)
+        if gap == 8.0:
+            assert at_gap >= 4

@@ -65,6 +65,10 @@ class PhantomParams:
     hyoid_prob: float = 0.2
     low_contrast_prob: float = 0.1
     bottom_strip_prob: float = 0.3   # an unexposed (black) strip along the bottom edge, below the chin
+    bottom_strip_share: float = 0.07  # its height: up to this share of the image's (drawn uniformly)
+    bottom_strip_gap: tuple = (25.0, 25.0)  # least distance of its top below the chin, rows of 1200 x 630
+    # (drawn uniformly in this range); half the dev DPRs end 7-16 rows below the chin:
+    # benchmarks/params/dev-bottom-strip.json draws the strip there
 
 
 @dataclass(frozen=True)
@@ -439,7 +443,9 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # a scanning sensor's column-to-column gain differences, and an unexposed strip at the bottom
     full *= np.float32(1) + look.column_noise * rng.uniform(0.0, 2.0) * rng.standard_normal((1, W), dtype=np.float32)
     if rng.random() < p.bottom_strip_prob:  # below the chin: it never hides the border
-        top = max(H - int(rng.uniform(0.0, 0.07) * H), int(np.ceil((b.max() + 25) * sy)))
+        lo, hi = p.bottom_strip_gap
+        gap = lo if hi == lo else rng.uniform(lo, hi)
+        top = max(H - int(rng.uniform(0.0, p.bottom_strip_share) * H), int(np.ceil((b.max() + gap) * sy)))
         full[top:] = 0.0
     noise = rng.standard_normal((H, W), dtype=np.float32)
     # quantum noise grows with attenuation: faint in the dark soft tissue, strongest in bone
@@ -457,6 +463,18 @@ def read_look(path: str | Path | None) -> Look:
     if unknown:
         raise ValueError(f"{path}: not fields of Look: {', '.join(unknown)}")
     return replace(LOOK, **values)
+
+
+def read_params(path: str | Path | None, **given) -> PhantomParams:
+    """``PhantomParams`` with the fields in a JSON file (``{"field": value}``, lists read as tuples)
+    and then those in ``given`` replaced (``given`` wins); ``PhantomParams(**given)`` for None.
+    Raises ValueError naming any key of the file that is not a ``PhantomParams`` field."""
+    values = json.loads(Path(path).read_text()) if path is not None else {}
+    unknown = sorted(set(values) - {f.name for f in fields(PhantomParams)})
+    if unknown:
+        raise ValueError(f"{path}: not fields of PhantomParams: {', '.join(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return PhantomParams(**{**values, **given})
 
 
 def _render_to_file(args) -> str:
