@@ -1,7 +1,8 @@
 """Fit the phantom generator's look (``osteo.data.phantom.Look``) to a folder of real DPRs.
 
     python benchmarks/fit_phantom_look.py --real ../shared/real-dpr/abdi-dev [--start look.json]
-        [--n 48] [--iters 4] [--seed 11] [--hold FIELD ...] [--out outputs/realism/look.json]
+        [--n 48] [--iters 4] [--seed 11] [--hold FIELD ...] [--params params.json]
+        [--out outputs/realism/look.json]
 
 What is matched: the mean of the texture statistics of ``phantom_realism.texture_features`` (power
 spectrum, anisotropy, gradient histogram, row and column profiles, grey percentiles) of ROIs
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--out", type=Path, default=Path("outputs/realism/look.json"))
+    ap.add_argument("--params", type=Path, default=None,
+                    help="JSON of PhantomParams fields, e.g. benchmarks/params/dev-framing.json (n and seed from the flags)")
     ap.add_argument("--hold", nargs="*", default=list(HOLD), choices=sorted(BOUNDS), metavar="FIELD",
                     help=f"Look fields kept as they are (default: {' '.join(HOLD)})")
     a = ap.parse_args(argv)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     fields = [k for k in BOUNDS if k not in a.hold]
     start = ph.read_look(a.start)   # held fields keep the start's values; an unknown key is an error
     look = {k: getattr(start, k) for k in fields}
-    p = ph.PhantomParams(n=a.n, seed=a.seed)
+    p = ph.read_params(a.params, n=a.n, seed=a.seed)
     steps = np.array([STEP["additive"] if k in ADDITIVE else STEP["log"] for k in fields])
     lo, hi = (to_u({k: BOUNDS[k][j] for k in fields}, fields) for j in (0, 1))
     sr = Xr.std(0) + 1e-9

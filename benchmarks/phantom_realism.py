@@ -22,8 +22,9 @@ Writes under --out: ``sheet.png`` (real ROIs above, phantom ROIs below, same cou
 ``realism.json`` (every figure printed). Phantoms are generated into --phantom-dir (a temporary
 folder by default) with the shipped generator's defaults, or the ``Look`` fields of ``--look``
 (e.g. ``benchmarks/looks/*.json``, looks measured and not shipped) and the ``PhantomParams``
-fields of ``--params`` (e.g. ``benchmarks/params/dev-bottom-strip.json``: the dev DPRs' framing of
-the bottom edge).
+fields of ``--params`` (e.g. ``benchmarks/params/dev-framing.json``: the dev DPRs' framing, whose
+images end 2-39 rows below the chin, so that the placed box runs past the bottom edge as it does
+on them).
 """
 
 from __future__ import annotations
@@ -280,13 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", type=Path, required=True, help="folder with images/ (real DPRs)")
     ap.add_argument("--n", type=int, default=160, help="phantoms to generate (default 160)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--framing-spread", type=float, default=0.0)
+    ap.add_argument("--framing-spread", type=float, default=None,
+                    help="PhantomParams.framing_spread (default: --params' value, else 0)")
     ap.add_argument("--phantom-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("outputs/realism"))
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN two-sample test")
     ap.add_argument("--look", type=Path, default=None, help="JSON of Look fields (default: the shipped Look)")
     ap.add_argument("--params", type=Path, default=None,
-                    help="JSON of PhantomParams fields (default: the generator's; n, seed and framing from the flags)")
+                    help="JSON of PhantomParams fields (default: the generator's; n and seed from the flags)")
     a = ap.parse_args(argv)
 
     real_files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     from osteo.data.phantom import generate, read_look, read_params
 
     look = read_look(a.look)
-    params = read_params(a.params, n=a.n, seed=a.seed, framing_spread=a.framing_spread)
+    spread = {} if a.framing_spread is None else {"framing_spread": a.framing_spread}
+    params = read_params(a.params, n=a.n, seed=a.seed, **spread)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,18 @@ def phantom_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def clear_phantom_dir(tmp_path_factory):
+    """240 full-size phantoms at difficulty 0.5 (half the default's individual noise, blur and
+    quantum noise; seed 0): a bone signal clear enough that a tiny model's learning is a check of
+    the training loop, not a draw of luck (see tests/test_train.py)."""
+    from osteo.data.phantom import PhantomParams, generate
+
+    out = tmp_path_factory.mktemp("phantom-clear")
+    generate(out, PhantomParams(n=N_PHANTOMS, seed=0, difficulty=0.5), progress=False)
+    return out
+
+
 def tiny_overrides(outputs, manifest=None, **extra) -> list[str]:
     """Overrides that make the real config fast: tiny VGG16-layout model, ROI at 0.5 scale."""
     o = [f"paths.outputs={outputs}", "backbone=vgg16_tiny", "data.roi.scale=0.5",

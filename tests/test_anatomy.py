@@ -109,6 +109,25 @@ def test_the_fixed_box_misses_framing_the_placed_box_holds(settings, subjects):
     assert holds(truth, res["roi_x0"], res["roi_y0"])
 
 
+def test_a_chin_near_the_bottom_edge_is_found_and_its_box_runs_past_the_edge(settings):
+    """Framed as the dev DPRs are (``chin_gap_rows``: the image ends 2-39 rows of 1200 x 630 below
+    the chin), the drawn chin lies there, the finder traces the border as drawn, and the placed box
+    holds it, running past the image's bottom edge (black rows in the ROI) where the chin is near it."""
+    roi, anatomy = settings
+    p = PhantomParams(n=6, seed=5, framing_spread=1.0, chin_gap_rows=(2.0, 39.0))
+    past_edge = 0
+    for row in sample_subjects(p).to_dict("records"):
+        truth = true_rows(row)
+        assert 630 - 39 - 1 <= truth.max() <= 630 - 2 + 2, truth.max()
+        res = analyse(render(row, p), roi, anatomy, row["pixel_mm"])
+        assert res["status"] == "ok", res["status"]
+        x0, y0 = res["roi_x0"], res["roi_y0"]
+        err = np.abs(border_array(res, 1200)[x0:x0 + 700] - truth[x0:x0 + 700])
+        assert np.median(err) <= 2.0, float(np.median(err))
+        assert holds(truth, x0, y0, margin=2.0)
+        past_edge += y0 + 140 > 630
+    assert past_edge >= 2
+
 def non_dpr_pictures() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     H, W = 1100, 2200

@@ -173,9 +173,9 @@ def test_parallel_jobs_generate_the_phantom_set_once(tmp_path):
 
 
 def test_optional_structure_adds_what_it_says():
-    """Switched on, the spine ghost's vertical bands add variation across the midline's column
-    profile (30-150 px scales), and the canal network adds fine contrast to the trabecular bone
-    (both are off in the default look)."""
+    """Switched on alone (from a look with both off), the spine ghost's vertical bands add
+    variation across the midline's column profile (30-150 px scales), and the canal network adds
+    fine contrast to the trabecular bone (both are on in the default look)."""
     import dataclasses
 
     import cv2
@@ -202,13 +202,13 @@ def test_optional_structure_adds_what_it_says():
             patch = a[r0:r1, int(xc - 330):int(xc - 170)]
             return float(np.std(patch - cv2.GaussianBlur(patch, (0, 0), 3)))
 
-        base = img()
-        spine.append((across_midline(base), across_midline(img(spine_streaks=0.5))))
-        fine.append((fine_contrast(base), fine_contrast(img(canals=0.8))))
+        base = img(spine_streaks=0.0, canals=0.0)
+        spine.append((across_midline(base), across_midline(img(spine_streaks=0.5, canals=0.0))))
+        fine.append((fine_contrast(base), fine_contrast(img(canals=0.8, spine_streaks=0.0))))
     spine, fine = np.array(spine), np.array(fine)
     print("midline variation off/on", spine.mean(0), "fine contrast off/on", fine.mean(0))
-    assert spine[:, 1].mean() > 1.2 * spine[:, 0].mean()   # measured 1.40
-    assert fine[:, 1].mean() > 1.15 * fine[:, 0].mean()   # measured 1.32
+    assert spine[:, 1].mean() > 1.2 * spine[:, 0].mean()   # measured 1.22 (1.40 on the previous look)
+    assert fine[:, 1].mean() > 1.15 * fine[:, 0].mean()   # measured 1.21 (1.32 on the previous look)
 
 
 def test_read_look_replaces_named_fields_and_names_unknown_ones(tmp_path):
