@@ -68,7 +68,7 @@ class PhantomParams:
     bottom_strip_share: float = 0.07  # its height: up to this share of the image's (drawn uniformly)
     bottom_strip_gap: tuple = (25.0, 25.0)  # least distance of its top below the chin, rows of 1200 x 630
     # (drawn uniformly in this range); nearer than that, the finder takes the strip's edge for the
-    # chin (at 6-30 rows it traced it 12-29 px below the drawn chin)
+    # chin (at 6-30 rows it traced the chin 7-24 px below the drawn one)
     chin_gap_rows: tuple | None = None  # (lo, hi): the image ends this many rows of 1200 x 630 below the chin
     # (drawn uniformly) instead of the default framing's chin row; the dev DPRs end 2-39 rows below it
     # (benchmarks/params/dev-framing.json), so their placed boxes run past the bottom edge (black rows)
