@@ -13,14 +13,20 @@ import pytest  # noqa: E402
 N_PHANTOMS = 240
 
 
+def _phantoms(tmp_path_factory, name: str, **params):
+    """N_PHANTOMS full-size phantoms of seed 0 (other ``PhantomParams`` from ``params``) with
+    manifest.csv, in a new temporary folder."""
+    from osteo.data.phantom import PhantomParams, generate
+
+    out = tmp_path_factory.mktemp(name)
+    generate(out, PhantomParams(n=N_PHANTOMS, seed=0, **params), progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory):
     """240 full-size phantoms (default parameters, seed 0) with manifest.csv."""
-    from osteo.data.phantom import PhantomParams, generate
-
-    out = tmp_path_factory.mktemp("phantom")
-    generate(out, PhantomParams(n=N_PHANTOMS, seed=0), progress=False)
-    return out
+    return _phantoms(tmp_path_factory, "phantom")
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +34,7 @@ def clear_phantom_dir(tmp_path_factory):
     """240 full-size phantoms at difficulty 0.5 (half the default's individual noise, blur and
     quantum noise; seed 0): a bone signal clear enough that a tiny model's learning is a check of
     the training loop, not a draw of luck (see tests/test_train.py)."""
-    from osteo.data.phantom import PhantomParams, generate
-
-    out = tmp_path_factory.mktemp("phantom-clear")
-    generate(out, PhantomParams(n=N_PHANTOMS, seed=0, difficulty=0.5), progress=False)
-    return out
+    return _phantoms(tmp_path_factory, "phantom-clear", difficulty=0.5)
 
 
 def tiny_overrides(outputs, manifest=None, **extra) -> list[str]:
