@@ -4,8 +4,8 @@ Each phantom has a DXA T-score; osteoporosis (T <= -2.5) thins the mandibular co
 the inferior border and erodes its inner margin (Klemetti C1 smooth, C2 semilunar defects,
 C3 porous), and makes the trabecular bone sparser. Age and sex follow Table 1 of
 Lee et al. (2020) by class. Confounders seen on real DPRs are drawn too: framing, tilt, teeth
-(more missing with age), the cervical spine's ghost over the midline, the hyoid's ghost near
-the border, contrast, gamma, blur and noise.
+(more missing with age), the cervical spine's ghost over the midline, the hyoid's horns under
+the border (where the manifest's ``hyoid`` is 1), contrast, gamma, black level, blur and noise.
 
 Geometry: the inferior border in original pixels is
 ``y(x) = yc - a*s**2 - c*s**4 + tilt*s`` with ``s = (x - xc) / halfwidth``
@@ -62,7 +62,7 @@ class PhantomParams:
     width_px: tuple = (1348, 3150)   # original image widths: the thesis's, and the dev DPRs' (2700-3122)
     aspect: tuple = (0.36, 0.53)     # original height / width: the thesis's 0.49-0.53, the dev DPRs' 0.37-0.49
     fov_mm: float = 250.0            # field of view across the image width
-    hyoid_prob: float = 0.2
+    hyoid_prob: float = 0.5          # the hyoid under the border in the ROI (about half of the 40 dev ROIs, by eye)
     low_contrast_prob: float = 0.1
     bottom_strip_prob: float = 0.3   # an unexposed (black) strip along the bottom edge, below the chin
     bottom_strip_share: float = 0.07  # its height: up to this share of the image's (drawn uniformly)
@@ -82,9 +82,16 @@ class Look:
     shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
     statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
     figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit.
-    These values: two iterations (``--n 64 --params benchmarks/params/dev-framing.json``, the dev
-    DPRs' own framing) from ``benchmarks/looks/bands-canals-soft-held-calmer.json``; the previous
-    release's look is ``benchmarks/looks/previous-release.json``.
+    These values: the previous release's look (``benchmarks/looks/previous-release.json``: two
+    iterations at ``--n 64 --params benchmarks/params/dev-framing.json``) with this release's
+    structures switched on (the hyoid's horns, the raised black level, the spine ghost's fade under
+    the border and its varying width, the submandibular band, the mandibular canal), then 21 fields
+    refitted by two iterations at ``--n 128`` under the dev framing, the other fields held (the
+    fitted 21: soft tissue under the border, the anterior region, texture contrast and blotch, the
+    spine ghost's lines, edge, width, width spread, bands and fade, blur, toe, noise, the black
+    level, the hyoid's brightness and the band's). The black level's ceiling was then lowered from
+    the fitted 0.152 to 0.1: at 0.152 the finder traced a phantom framed with the chin near the
+    bottom edge 2.41 px off (tests/test_anatomy.py allows 2), the tissue under the border clipped.
 
     Seven are held in the fit (its ``HOLD``), because fitted freely they hid the bone signal or
     misled the finder: the spine ghost's brightness and spread (it grew brighter and more variable
@@ -98,21 +105,24 @@ class Look:
     The spine ghost's vertical bands (``spine_streaks``) and the coarse network of thin bright
     lines in the trabecular bone (``canals``) are on: real ROIs carry more power in vertical
     structures of 30-60 pixels over the midline, and sparser, sharper bright lines in the bone,
-    than phantoms without them."""
+    than phantoms without them. What this release adds was seen on the dev ROIs: the hyoid under
+    the border in about half (by eye), black pixels under the border that are not padding in 12 of
+    40, a central block whose width under the border spans 98-397 px (10th-90th percentile; on 96
+    dev-framed phantoms of seed 7, 159-246 px with the previous look, 72-294 px with this one)."""
 
     soft_level: float = 0.1021       # soft tissue over the face
-    soft_fall_px: float = 6.6359     # decay length of soft tissue below the border
-    soft_floor: float = 0.0085       # soft tissue of the neck, far below the border
+    soft_fall_px: float = 6.0        # decay length of soft tissue below the border
+    soft_floor: float = 0.0088       # soft tissue of the neck, far below the border
     tongue: float = 0.0476           # the tongue's edge / air space over the bone: largest grey step
     chin: float = 0.0201             # chin soft tissue below the border, at the midline
-    anterior: float = 0.1498         # lips/tongue over the anterior mandible
-    anterior_width: float = 0.4769   # half-width of the anterior region, in border half-widths
-    anterior_shift_px: float = -17.6658  # mean offset of the anterior region from the border's centre (+ right)
+    anterior: float = 0.174          # lips/tongue over the anterior mandible
+    anterior_width: float = 0.468    # half-width of the anterior region, in border half-widths
+    anterior_shift_px: float = -22.2192  # mean offset of the anterior region from the border's centre (+ right)
     lacuna_depth: float = 0.512      # share of the cortex a lacuna removes at its centre
     radius_mm: float = 3.8183        # rounding of the lower border (bucco-lingual half-thickness)
     cortical_mu: float = 0.03        # grey per mm of cortical bone on the ray's path
     trabecular_ratio: float = 0.6    # trabecular attenuation / cortical, per unit volume fraction
-    texture_amp: float = 1.0818      # relative contrast of the trabecular texture
+    texture_amp: float = 1.2         # relative contrast of the trabecular texture
     texture_aniso: float = 3.3537    # its elongation along the border
     ridge_width: float = 0.2248      # thinness of the trabecular network's lines
     ridge_weight: float = 1.0        # network share of the texture (rest: smooth band-pass field)
@@ -122,24 +132,37 @@ class Look:
     canals: float = 0.4396           # a coarser network of thin bright lines over it, relative
     canal_cell_px: float = 25.7722   # its cells' size
     canal_width: float = 0.0803      # thinness of its lines
-    blotch: float = 0.9186           # coarse density variation of the trabecular bone
+    blotch: float = 0.8256           # coarse density variation of the trabecular bone
     spine: float = 0.1               # median brightness of the cervical spine's ghost
-    spine_lines: float = 0.4029      # airway and vertebral edges in it, relative
+    spine_lines: float = 0.4882      # airway and vertebral edges in it, relative
     spine_sd: float = 0.4            # its spread between images (SD of the log brightness)
     spine_texture: float = 0.03      # relative contrast of its spongy bone
-    spine_edge: float = 33.8899      # sharpness of its sides (exponent of the band's profile)
-    spine_width_px: float = 196.8949  # its width
+    spine_edge: float = 28.7179      # sharpness of its sides (exponent of the band's profile)
+    spine_width_px: float = 157.109  # its median width
+    spine_width_sd: float = 0.5864   # its spread between images (SD of the log width)
     spine_rows: float = 0.0783       # the vertebrae's rows across it, relative
-    spine_streaks: float = 0.3674    # vertical bands over its ghost (vertebral and airway edges), relative
-    streak_spread: float = 0.6907    # how far they reach beyond the spine's sides, in its half-widths
+    spine_streaks: float = 0.4662    # vertical bands over its ghost (vertebral and airway edges), relative
+    streak_spread: float = 0.5742    # how far they reach beyond the spine's sides, in its half-widths
     streak_px: float = 19.9158       # width of the narrowest of them (pixels)
     neck_shadow: float = 0.0034      # broad vertical shadows of the neck's soft tissues
-    blur_px: float = 1.2172          # unsharpness (Gaussian sigma)
+    blur_px: float = 1.2692          # unsharpness (Gaussian sigma)
     gain_sd: float = 0.1377          # spread of the gain between images
     offset_sd: float = 0.03          # grey offset (small: larger ones took the tissue under the border to black)
     toe: float = 0.08                # width of the detector's toe (soft compression toward black)
-    noise: float = 0.045             # quantum noise at grey 1 (full-size pixels)
+    noise: float = 0.0391            # quantum noise at grey 1 (full-size pixels)
     column_noise: float = 0.0088     # column-to-column gain of a scanning sensor
+    noise_floor: float = 0.05        # quantum noise at grey 0, as a share of ``noise``
+    black_prob: float = 0.2923       # share of images whose display clips the darkest tissue to black
+    black_level: float = 0.1         # the most grey cut off there (drawn uniformly up to it)
+    spine_below: float = 0.7121      # the spine ghost's strength under the border, relative to above it
+    hyoid: float = 0.0865            # brightness of the hyoid's horns (where a subject's ``hyoid`` is 1)
+    hyoid_core: float = 0.4          # their marrow's darkness relative to their shell
+    hyoid_x_px: float = 200.0        # their distance either side of the border's centre
+    hyoid_depth_px: float = 40.0     # their depth under the border
+    soft_band: float = 0.0122        # the submandibular soft tissue's band under the border
+    soft_band_px: float = 25.0       # its depth (more toward the sides), where it ends at an edge
+    canal_walls: float = 0.03        # brightness of the mandibular canal's walls (0: not drawn)
+    canal_depth_mm: float = 9.0      # the canal's height above the border, behind the mental foramen
 
 
 LOOK = Look()
@@ -299,6 +322,13 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     soft = np.where(below, floor + (soft - floor) * np.exp(-np.maximum(v - b, 0) / fall), soft)
     chin = np.exp(-np.abs((u - xc) / rng.uniform(80, 150)) ** 4 - (v - b) / 80.0)   # chin soft tissue
     soft = soft + below * look.chin * rng.uniform(0.25, 1.75) * chin
+    # the submandibular soft tissue's outline: a grey band that ends at an edge (random numbers drawn
+    # whether it is drawn or not, here and for the canal and the black level: switching one off
+    # changes nothing else)
+    reach = look.soft_band_px * rng.uniform(0.5, 1.5) * (1 + rng.uniform(0.0, 1.0) * np.abs(s))
+    band_gain = rng.uniform(0.3, 1.7)
+    if look.soft_band > 0:
+        soft = soft + below * look.soft_band * band_gain / (1 + np.exp(np.clip((v - b - reach) / 2.5, -30, 30)))
     soft = soft + 0.025 * random_field(rng, (Hk, Wk), (1 / 300, 1 / 40), 2.0)
     # the tongue's edge / air space: a soft horizontal step across the body
     tongue = b - rng.uniform(60, 120)
@@ -372,6 +402,16 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
     img = soft + body * (bone + look.anterior * rng.uniform(0.4, 1.6) * ant)
+    # the mandibular canal: two thin bright walls along the body, behind the mental foramen
+    dc = look.canal_depth_mm * rng.uniform(0.75, 1.25) + rng.uniform(0.0, 4.0) * np.clip(np.abs(s) - 0.5, 0, None)
+    rc = rng.uniform(1.1, 1.9)                             # the canal's radius, mm
+    start = rng.uniform(0.4, 0.6, size=2)                  # where it begins, in border half-widths (left, right)
+    canal_gain = rng.uniform(0.5, 1.5)
+    if look.canal_walls > 0:
+        along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / 0.04, -30, 30)))
+        walls = np.exp(-((depth - dc - rc) / 0.35) ** 2) + np.exp(-((depth - dc + rc) / 0.35) ** 2) \
+            - 0.4 * (np.abs(depth - dc) < rc)
+        img = img + body * look.canal_walls * canal_gain * along * walls
 
     # lower teeth: roots from the crest down 12-17 mm (dentin slightly denser than bone, a dark
     # periodontal line and canal), crowns above; upper crowns and roots above them
@@ -409,29 +449,38 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # cervical spine ghost over the midline: a wide block with sharp sides (the vertebral bodies,
     # their walls and spongy bone), over the whole height, with a few airway and vertebral edges
     amp = float(np.exp(np.clip(rng.normal(0.0, look.spine_sd), -2.5, 1.0))) * look.spine   # up to e x the median
-    sw = look.spine_width_px * rng.uniform(0.75, 1.25) / 2
+    sw = look.spine_width_px * float(np.exp(np.clip(rng.normal(0.0, look.spine_width_sd), -2.0, 2.0))) / 2
     sc = xa + rng.normal(0, 10)
-    band = np.exp(-np.abs((u - sc) / sw) ** look.spine_edge)
+    band = np.exp(-np.minimum(np.abs((u - sc) / sw), 6.0) ** look.spine_edge)   # capped: no overflow
     walls = np.exp(-((np.abs(u - sc) - 0.95 * sw) / 4.0) ** 2)
     vert = 1 + look.spine_rows * np.sin(2 * np.pi * v / rng.uniform(60, 95) + rng.uniform(0, 6.3))
     lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-1.2, 1.2) * sw) / rng.uniform(4, 15)) ** 2)
                 for _ in range(rng.integers(1, 5)))
     spongy = random_field(rng, (Hk, Wk), (1 / 150, 1 / 8), 2.0)
-    img = img + amp * (band * (1 + look.spine_texture * spongy) + 0.3 * walls + lines) * vert
+    fade = 1.0 if look.spine_below == 1 else np.where(below, look.spine_below, 1.0).astype(np.float32)
+    img = img + amp * fade * (band * (1 + look.spine_texture * spongy) + 0.3 * walls + lines) * vert
     if look.spine_streaks > 0:
         reach = np.exp(-((u - sc) / (look.streak_spread * sw)) ** 2)
         streaks = random_field(rng, (1, Wk), (1 / 150, 1 / look.streak_px), 1.0) * (
             1 + 0.5 * random_field(rng, (Hk, 1), (1 / 400, 1 / 100), 1.0))
-        img = img + amp * look.spine_streaks * reach * streaks
+        img = img + amp * fade * look.spine_streaks * reach * streaks
     # other superimposed soft tissues of the neck: broad vertical shadows
     img = img + look.neck_shadow * rng.uniform(0.4, 1.6) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
-    if rng.random() < p.hyoid_prob:
-        hx = xc + rng.choice([-1, 1]) * rng.uniform(70, 230)
-        hy = b[0, int(np.clip(hx, 0, Wk - 1))] + rng.uniform(-12, 28)
-        ang = rng.uniform(-0.3, 0.3)
-        du, dv = u - hx, v - hy
-        r2 = ((du * np.cos(ang) + dv * np.sin(ang)) / 45) ** 2 + ((-du * np.sin(ang) + dv * np.cos(ang)) / 9) ** 2
-        img = img + rng.uniform(0.05, 0.15) * _blur((r2 < 1).astype(np.float32), 3.0)
+    # the hyoid's greater horns: a pair of bony shells under the border, either side of the midline;
+    # drawn where the subject's ``hyoid`` is 1 (their random numbers are drawn either way, so that
+    # the flag changes nothing else)
+    for side in (-1, 1):
+        hx = xc + side * look.hyoid_x_px * rng.uniform(0.6, 1.4)
+        hy = b[0, int(np.clip(hx, 0, Wk - 1))] + look.hyoid_depth_px * rng.uniform(0.4, 1.6)
+        ang, la, lb, gain_h = side * rng.uniform(-0.1, 0.4), rng.uniform(25, 50), rng.uniform(7, 13), rng.uniform(0.5, 1.5)
+        if row["hyoid"]:   # drawn in a window around it (its blur reaches 7 px beyond the shell)
+            r0, r1 = int(np.clip(hy - la - 10, 0, Hk)), int(np.clip(hy + la + 11, 0, Hk))
+            c0, c1 = int(np.clip(hx - la - 10, 0, Wk)), int(np.clip(hx + la + 11, 0, Wk))
+            if r1 > r0 and c1 > c0:
+                du, dv = u[:, c0:c1] - hx, v[r0:r1] - hy
+                r2 = ((du * np.cos(ang) + dv * np.sin(ang)) / la) ** 2 + ((-du * np.sin(ang) + dv * np.cos(ang)) / lb) ** 2
+                shell = (r2 < 1).astype(np.float32) - look.hyoid_core * (r2 < 0.5)
+                img[r0:r1, c0:c1] += look.hyoid * gain_h * _blur(shell, 2.0)
 
     # acquisition: unsharpness, gain, offset, gamma; then full-size noise with a detector blur
     img = _blur(img.astype(np.float32), look.blur_px * rng.uniform(0.67, 1.33) * d)
@@ -450,7 +499,10 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         full[top:] = 0.0
     noise = rng.standard_normal((H, W), dtype=np.float32)
     # quantum noise grows with attenuation: faint in the dark soft tissue, strongest in bone
-    full += _blur(noise, 0.6) * (np.float32(0.05) + full) * np.float32(look.noise * rng.uniform(0.57, 1.43) * d)
+    full += _blur(noise, 0.6) * (np.float32(look.noise_floor) + full) * np.float32(look.noise * rng.uniform(0.57, 1.43) * d)
+    black, cut = rng.random() < look.black_prob, np.float32(rng.uniform(0.0, 1.0) * look.black_level)
+    if black and cut > 0:   # the display's black level, raised: the darkest tissue goes to 0
+        full = (full - cut) / (1 - cut)
     return np.clip(np.rint(full * 255.0), 0, 255).astype(np.uint8)
 
 
