@@ -473,7 +473,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         hx = xc + side * look.hyoid_x_px * rng.uniform(0.6, 1.4)
         hy = b[0, int(np.clip(hx, 0, Wk - 1))] + look.hyoid_depth_px * rng.uniform(0.4, 1.6)
         ang, la, lb, gain_h = side * rng.uniform(-0.1, 0.4), rng.uniform(25, 50), rng.uniform(7, 13), rng.uniform(0.5, 1.5)
-        if row["hyoid"]:   # drawn in a window around it (its blur reaches 7 px beyond the shell)
+        if row["hyoid"]:   # drawn in a window around it (its blur reaches 8 px beyond the shell)
             r0, r1 = int(np.clip(hy - la - 10, 0, Hk)), int(np.clip(hy + la + 11, 0, Hk))
             c0, c1 = int(np.clip(hx - la - 10, 0, Wk)), int(np.clip(hx + la + 11, 0, Wk))
             if r1 > r0 and c1 > c0:
