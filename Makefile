@@ -18,8 +18,9 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 setup: $(BIN)/.installed
 
+# ARGS: more overrides for the sweep, e.g. ARGS=overwrite=true after an upgrade that changed the phantoms
 demo: setup
-	$(BIN)/python -m osteo.train +sweep=demo
+	$(BIN)/python -m osteo.train +sweep=demo $(ARGS)
 	$(BIN)/python -m osteo.report experiment=demo
 
 report: setup

@@ -7,7 +7,8 @@
 
 Each run writes config.yaml, metrics.json, predictions.csv, best.safetensors and CSV logs into
 its directory: ``<sweep>/<data tag>,weights=<tag>/backbone=...,depth=N,fold=K``. A rerun with
-the same config skips finished runs; a finished run with a different config is never replaced
+the same config and data skips finished runs; a finished run with a different config or data (the
+manifest's bytes, or the phantom generator that drew the images) is never replaced
 unless ``overwrite=true``; a run that fails writes error.txt, and inside a sweep the next run
 goes on.
 """
@@ -73,10 +74,16 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def finished(out_dir: Path, cfg: DictConfig) -> dict | None:
-    """metrics.json of a finished run with the same config in ``out_dir``; None when there is no
-    finished run (or ``cfg.overwrite`` is set). A finished run with a different config raises
-    ``RunConflictError`` naming the differences."""
+# what identifies a run's data in its metrics.json's trained_on: the manifest's content and, for
+# phantoms, the generator that drew the images (its config names the data set, not its content)
+DATA_KEYS = ("sha1", "generator")
+
+
+def finished(out_dir: Path, cfg: DictConfig, data: dict | None = None) -> dict | None:
+    """metrics.json of a finished run with the same config in ``out_dir`` (and, when ``data`` is
+    given, trained on the same data: ``trained_on``'s ``DATA_KEYS``); None when there is no
+    finished run (or ``cfg.overwrite`` is set). A finished run with a different config or data
+    raises ``RunConflictError`` naming the differences."""
     m, c = out_dir / "metrics.json", out_dir / "config.yaml"
     if not (m.exists() and c.exists()):
         return None
@@ -88,14 +95,20 @@ def finished(out_dir: Path, cfg: DictConfig) -> dict | None:
             o, n = (o or {}).get(p), (n or {}).get(p)
         if isinstance(o, dict) and isinstance(n, dict) and leaf not in o and n.get(leaf) == neutral:
             n.pop(leaf)
-    if old == new:
-        return json.loads(m.read_text())
+    metrics = json.loads(m.read_text())
+    diff, what = _differences(old, new), "made with a different config"
+    if not diff and data is not None:
+        was = metrics.get("trained_on") or {}
+        diff = [f"data {k}: {repr(was[k]) if k in was else '<not recorded>'} -> {data[k]!r}" for k in DATA_KEYS
+                if k in data and was.get(k) != data[k]]
+        what = "trained on different data (its images or manifest changed since)"
+    if not diff:
+        return metrics
     if cfg.get("overwrite"):
-        log.warning("%s: replacing a finished run made with a different config (overwrite=true)", out_dir)
+        log.warning("%s: replacing a finished run %s (overwrite=true)", out_dir, what)
         return None
-    diff = _differences(old, new)
     raise RunConflictError(
-        f"{out_dir} holds a finished run made with a different config ({'; '.join(diff[:5])}"
+        f"{out_dir} holds a finished run {what} ({'; '.join(diff[:5])}"
         f"{'; ...' if len(diff) > 5 else ''}). Pass overwrite=true to replace it, or use another "
         "sweep_name or paths.outputs to keep both.")
 
@@ -143,13 +156,18 @@ def predict_probs(trainer, model, loader) -> tuple[np.ndarray, np.ndarray]:
 
 
 def trained_on(cfg: DictConfig, manifest: Path) -> dict:
-    """What a run was trained on: {'kind': 'phantom' | 'manifest', 'manifest', 'sha1'}. A
+    """What a run was trained on: {'kind': 'phantom' | 'manifest', 'manifest', 'sha1'}, and for
+    phantoms 'generator' (``osteo.data.phantom.generator_id`` as phantom.json records it). A
     manifest that osteo's phantom generator wrote (phantom.json beside it) counts as phantom."""
     import hashlib
 
-    phantom = not cfg.data.manifest or (Path(manifest).parent / "phantom.json").exists()
-    return {"kind": "phantom" if phantom else "manifest", "manifest": str(manifest),
-            "sha1": hashlib.sha1(Path(manifest).read_bytes()).hexdigest()}
+    info = Path(manifest).parent / "phantom.json"
+    phantom = not cfg.data.manifest or info.exists()
+    out = {"kind": "phantom" if phantom else "manifest", "manifest": str(manifest),
+           "sha1": hashlib.sha1(Path(manifest).read_bytes()).hexdigest()}
+    if phantom:
+        out["generator"] = json.loads(info.read_text()).get("generator") if info.exists() else None
+    return out
 
 
 def start_covariates(model, dm, out_dir: Path) -> None:
@@ -188,9 +206,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.run_dir = str(out_dir)
-    done = finished(out_dir, cfg)
+    cpus = available_cpus(cfg.get("cpus", "auto"))
+    dm = instantiate(cfg.data, workers=cpus)
+    manifest = dm.resolve_manifest()
+    done = finished(out_dir, cfg, trained_on(cfg, manifest) if manifest.exists() else None)
     if done is not None:
-        log.info("%s: finished run with the same config found, skipping", out_dir)
+        log.info("%s: finished run with the same config and data found, skipping", out_dir)
         return done
     for stale in ("metrics.json", "predictions.csv", "error.txt", WEIGHTS_FILE, "best.ckpt", "ood.safetensors",
                   "covariates.json"):
@@ -198,10 +219,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accel, precision, channels_last = resolve_device(cfg)
-    cpus = available_cpus(cfg.get("cpus", "auto"))
     torch.set_num_threads(cpus)
 
-    dm = instantiate(cfg.data, workers=cpus)
     dm.prepare_data()
     dm.setup()
     input_hw = roi_output_hw(cfg.data.roi.box_xywh, cfg.data.roi.scale)

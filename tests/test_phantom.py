@@ -2,6 +2,7 @@
 signal in the cortex (not the background), and matches the configured statistics."""
 
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
@@ -309,3 +310,28 @@ def test_a_raised_black_level_clips_the_darkest_tissue_only():
         kept = black > 0
         assert np.all(black[kept] <= plain[kept] + 1) and np.corrcoef(plain[kept], black[kept])[0, 1] > 0.99
     assert gained >= 3
+
+
+def test_a_set_drawn_by_another_generator_is_drawn_again(tmp_path, caplog):
+    """phantom.json records the generator (a digest of a reference phantom's pixels); a set whose
+    record differs, as after an upgrade that changed how phantoms look, is drawn again, not reused."""
+    import logging
+
+    from osteo.data.phantom import Look, ensure_phantom, generator_id
+
+    out = tmp_path / "ph"
+    ensure_phantom(out, workers=1, n=3, seed=3)
+    info = json.loads((out / "phantom.json").read_text())
+    assert info["generator"] == generator_id()
+    assert generator_id(Look(noise=0.02)) != generator_id()  # the look is part of it
+    first = (out / "images" / "dpr_0000.png").read_bytes()
+    (out / "images" / "dpr_0000.png").write_bytes(b"stale")
+    with caplog.at_level(logging.INFO, logger="osteo"):
+        ensure_phantom(out, workers=1, n=3, seed=3)   # same generator: reused as it is
+    assert (out / "images" / "dpr_0000.png").read_bytes() == b"stale" and not caplog.records
+    (out / "phantom.json").write_text(json.dumps({**info, "generator": "0" * 16}))
+    with caplog.at_level(logging.INFO, logger="osteo"):
+        ensure_phantom(out, workers=1, n=3, seed=3)
+    assert any("another version of the phantom generator" in r.getMessage() for r in caplog.records)
+    assert (out / "images" / "dpr_0000.png").read_bytes() == first
+    assert json.loads((out / "phantom.json").read_text())["generator"] == generator_id()

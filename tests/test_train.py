@@ -237,6 +237,29 @@ def test_run_directory_names_data_and_weights_not_paths(compose_cfg, tmp_path):
     assert ",weights=vgg16-" in dirs[(m1, "/data/w/vgg16.safetensors")]
 
 
+def test_a_finished_run_on_other_data_is_not_reused(compose_cfg, tmp_path):
+    """The config names the manifest, not its content: a run is reused only when the manifest's
+    bytes (trained_on's sha1) are the same; where the manifest lies does not matter."""
+    from omegaconf import OmegaConf, open_dict
+
+    from osteo.train import RunConflictError, finished
+
+    manifest, run_dir = tmp_path / "manifest.csv", tmp_path / "r"
+    manifest.write_text("image,patient_id,t_score\n")
+    run_dir.mkdir()
+    cfg = compose_cfg(tiny_overrides(tmp_path / "out", manifest))
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)   # as train() sets it
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "metrics.json").write_text(json.dumps({"trained_on": {"kind": "manifest", "sha1": "a" * 40}}))
+    assert finished(run_dir, cfg, {"kind": "manifest", "manifest": "/moved/manifest.csv", "sha1": "a" * 40})
+    with pytest.raises(RunConflictError, match=r"different data .*sha1: 'a{40}' -> 'b{40}'"):
+        finished(run_dir, cfg, {"kind": "manifest", "sha1": "b" * 40})
+    with open_dict(cfg):
+        cfg.overwrite = True
+    assert finished(run_dir, cfg, {"kind": "manifest", "sha1": "b" * 40}) is None
+
+
 def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg, tmp_path, phantom_dir):
     from osteo.train import RunConflictError
 
@@ -253,6 +276,14 @@ def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg
                      tmp_path / "r")
     assert (first["epochs_run"], replaced["epochs_run"]) == (1, 2)
     assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns != stamp
+    # same config, other images: phantoms drawn by another version of the generator (the config
+    # names the data set, not its content) are a conflict too, not a finished run to reuse
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["trained_on"]["generator"] == json.loads((phantom_dir / "phantom.json").read_text())["generator"]
+    m["trained_on"]["generator"] = "0" * 16
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(RunConflictError, match=r"different data .*generator: '0{16}' -> '[0-9a-f]{16}'.*overwrite"):
+        train(cfg_for(compose_cfg, tmp_path, phantom_dir, **{"trainer.max_epochs": 2}), tmp_path / "r")
 
 
 def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):

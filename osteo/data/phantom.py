@@ -20,6 +20,8 @@ Geometry: the inferior border in original pixels is
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -152,6 +154,9 @@ class Look:
     noise: float = 0.0391            # quantum noise at grey 1 (full-size pixels)
     column_noise: float = 0.0088     # column-to-column gain of a scanning sensor
     noise_floor: float = 0.05        # quantum noise at grey 0, as a share of ``noise``
+    noise_blur_px: float = 0.6       # the detector's blur of the quantum noise (Gaussian sigma, full-size pixels)
+    noise_spread: float = 0.43       # per-image spread of the quantum noise (drawn uniformly within +- this share)
+    texture_bvf_slope: float = 1.6   # the trabecular texture's contrast gain per unit of volume fraction below 0.55
     black_prob: float = 0.2923       # share of images whose display clips the darkest tissue to black
     black_level: float = 0.1         # the most grey cut off there (drawn uniformly up to it)
     spine_below: float = 0.7121      # the spine ghost's strength under the border, relative to above it
@@ -159,10 +164,16 @@ class Look:
     hyoid_core: float = 0.4          # their marrow's darkness relative to their shell
     hyoid_x_px: float = 200.0        # their distance either side of the border's centre
     hyoid_depth_px: float = 40.0     # their depth under the border
+    hyoid_length_px: float = 37.5    # their half-length (drawn from 2/3 to 4/3 of it)
+    hyoid_thickness_px: float = 10.0  # their half-thickness (drawn from 0.7 to 1.3 times it)
+    hyoid_marrow: float = 0.5        # the marrow's extent, as a share of the shell's squared radius
     soft_band: float = 0.0122        # the submandibular soft tissue's band under the border
     soft_band_px: float = 25.0       # its depth (more toward the sides), where it ends at an edge
+    soft_band_edge_px: float = 2.5   # the width of that edge (logistic scale)
     canal_walls: float = 0.03        # brightness of the mandibular canal's walls (0: not drawn)
     canal_depth_mm: float = 9.0      # the canal's height above the border, behind the mental foramen
+    canal_wall_mm: float = 0.35      # the width of its walls
+    canal_lumen: float = 0.4         # the darkness of its lumen, relative to its walls
 
 
 LOOK = Look()
@@ -328,7 +339,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     reach = look.soft_band_px * rng.uniform(0.5, 1.5) * (1 + rng.uniform(0.0, 1.0) * np.abs(s))
     band_gain = rng.uniform(0.3, 1.7)
     if look.soft_band > 0:
-        soft = soft + below * look.soft_band * band_gain / (1 + np.exp(np.clip((v - b - reach) / 2.5, -30, 30)))
+        edge = np.exp(np.clip((v - b - reach) / look.soft_band_edge_px, -30, 30))
+        soft = soft + below * look.soft_band * band_gain / (1 + edge)
     soft = soft + 0.025 * random_field(rng, (Hk, Wk), (1 / 300, 1 / 40), 2.0)
     # the tongue's edge / air space: a soft horizontal step across the body
     tongue = b - rng.uniform(60, 120)
@@ -397,7 +409,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         net = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * wide), 1 / (0.5 * wide)), look.ridge_beta, 1.0)
                        / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
-    tex_amp = look.texture_amp * np.clip(1 + 1.6 * (0.55 - bvf), 0.7, 1.5)
+    tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (0.55 - bvf), 0.7, 1.5)
     tex = tex_amp * tex + look.blotch * rng.uniform(0.6, 1.4) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
@@ -409,8 +421,9 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     canal_gain = rng.uniform(0.5, 1.5)
     if look.canal_walls > 0:
         along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / 0.04, -30, 30)))
-        walls = np.exp(-((depth - dc - rc) / 0.35) ** 2) + np.exp(-((depth - dc + rc) / 0.35) ** 2) \
-            - 0.4 * (np.abs(depth - dc) < rc)
+        wall = look.canal_wall_mm
+        walls = np.exp(-((depth - dc - rc) / wall) ** 2) + np.exp(-((depth - dc + rc) / wall) ** 2) \
+            - look.canal_lumen * (np.abs(depth - dc) < rc)
         img = img + body * look.canal_walls * canal_gain * along * walls
 
     # lower teeth: roots from the crest down 12-17 mm (dentin slightly denser than bone, a dark
@@ -472,14 +485,17 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     for side in (-1, 1):
         hx = xc + side * look.hyoid_x_px * rng.uniform(0.6, 1.4)
         hy = b[0, int(np.clip(hx, 0, Wk - 1))] + look.hyoid_depth_px * rng.uniform(0.4, 1.6)
-        ang, la, lb, gain_h = side * rng.uniform(-0.1, 0.4), rng.uniform(25, 50), rng.uniform(7, 13), rng.uniform(0.5, 1.5)
+        ang = side * rng.uniform(-0.1, 0.4)
+        la = rng.uniform(look.hyoid_length_px * 2 / 3, look.hyoid_length_px * 4 / 3)
+        lb = rng.uniform(look.hyoid_thickness_px * 7 / 10, look.hyoid_thickness_px * 13 / 10)
+        gain_h = rng.uniform(0.5, 1.5)
         if row["hyoid"]:   # drawn in a window around it (its blur reaches 8 px beyond the shell)
             r0, r1 = int(np.clip(hy - la - 10, 0, Hk)), int(np.clip(hy + la + 11, 0, Hk))
             c0, c1 = int(np.clip(hx - la - 10, 0, Wk)), int(np.clip(hx + la + 11, 0, Wk))
             if r1 > r0 and c1 > c0:
                 du, dv = u[:, c0:c1] - hx, v[r0:r1] - hy
                 r2 = ((du * np.cos(ang) + dv * np.sin(ang)) / la) ** 2 + ((-du * np.sin(ang) + dv * np.cos(ang)) / lb) ** 2
-                shell = (r2 < 1).astype(np.float32) - look.hyoid_core * (r2 < 0.5)
+                shell = (r2 < 1).astype(np.float32) - look.hyoid_core * (r2 < look.hyoid_marrow)
                 img[r0:r1, c0:c1] += look.hyoid * gain_h * _blur(shell, 2.0)
 
     # acquisition: unsharpness, gain, offset, gamma; then full-size noise with a detector blur
@@ -499,7 +515,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         full[top:] = 0.0
     noise = rng.standard_normal((H, W), dtype=np.float32)
     # quantum noise grows with attenuation: faint in the dark soft tissue, strongest in bone
-    full += _blur(noise, 0.6) * (np.float32(look.noise_floor) + full) * np.float32(look.noise * rng.uniform(0.57, 1.43) * d)
+    full += _blur(noise, look.noise_blur_px) * (np.float32(look.noise_floor) + full) * np.float32(
+        look.noise * rng.uniform(1 - look.noise_spread, 1 + look.noise_spread) * d)
     black, cut = rng.random() < look.black_prob, np.float32(rng.uniform(0.0, 1.0) * look.black_level)
     if black and cut > 0:   # the display's black level, raised: the darkest tissue goes to 0
         full = (full - cut) / (1 - cut)
@@ -528,6 +545,17 @@ def read_params(path: str | Path | None, **given) -> PhantomParams:
         raise ValueError(f"{path}: not fields of PhantomParams: {', '.join(unknown)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return PhantomParams(**{**values, **given})
+
+
+@functools.lru_cache(maxsize=4)
+def generator_id(look: Look = LOOK) -> str:
+    """Which generator draws the phantoms: SHA-1 (first 16 hex digits) of one reference phantom's
+    pixels (the first subject of seed 0, drawn with Klemetti class C3 and the hyoid, so that the
+    optional branches are drawn too). Any change to ``render`` or to ``look`` changes it;
+    phantom.json records it, and ``ensure_phantom`` draws a set again whose record differs."""
+    p = PhantomParams(n=1, seed=0)
+    row = {**sample_subjects(p).iloc[0].to_dict(), "klemetti": "C3", "hyoid": 1}
+    return hashlib.sha1(render(row, p, look).tobytes()).hexdigest()[:16]
 
 
 def _render_to_file(args) -> str:
@@ -601,7 +629,7 @@ def generate(out: str | Path, p: PhantomParams = PhantomParams(), workers: int |
     contact_sheet(subjects, out, out / "contact_sheet.png")
     summary = {"params": asdict(p), "oracle_auc": oracle_auc(subjects),
                "seconds": round(time.perf_counter() - t0, 1), "workers": workers,
-               "class_stats": class_stats(subjects)}
+               "class_stats": class_stats(subjects), "generator": generator_id(look)}
     if look != LOOK:
         summary["look"] = asdict(look)
     atomic_write_json(out / "phantom.json", summary)  # last: marks the set complete
@@ -650,7 +678,8 @@ def contact_sheet(subjects: pd.DataFrame, root: Path, out: Path, per_class: int 
 
 
 def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) -> Path:
-    """Generate the phantom set in ``out_dir`` unless one with the same parameters is there.
+    """Generate the phantom set in ``out_dir`` unless one with the same parameters, drawn by this
+    generator (``generator_id``), is there; a set drawn by another version is drawn again.
 
     Parallel jobs wait on one lock: the first generates, the others reuse its files (every
     file is written atomically, and phantom.json, written last, marks the set complete).
@@ -659,15 +688,22 @@ def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) ->
     out = Path(out_dir)
     info = out / "phantom.json"
 
+    def recorded() -> dict:
+        return json.loads(info.read_text()) if (out / "manifest.csv").exists() and info.exists() else {}
+
     def complete() -> bool:
-        return ((out / "manifest.csv").exists() and info.exists()
-                and json.loads(info.read_text()).get("params") == json.loads(json.dumps(asdict(p))))
+        r = recorded()
+        return r.get("params") == json.loads(json.dumps(asdict(p))) and r.get("generator") == generator_id()
 
     if complete():
         return out / "manifest.csv"
     with file_lock(out.parent / f".{out.name}.lock"):
         if complete():
             return out / "manifest.csv"
+        if recorded().get("params") == json.loads(json.dumps(asdict(p))):
+            log.warning("%s was drawn by another version of the phantom generator (%s, now %s): drawing it "
+                        "again", out, recorded().get("generator", "not recorded"), generator_id())
+        info.unlink(missing_ok=True)   # the set is incomplete until the new phantom.json is written
         log.info("generating %d phantom DPRs (seed %d) in %s ...", p.n, p.seed, out)
         return generate(out, p, workers=workers)
 
