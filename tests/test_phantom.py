@@ -326,6 +326,7 @@ def test_a_set_drawn_by_another_generator_is_drawn_again(tmp_path, caplog):
     assert generator_id(Look(noise=0.02)) != generator_id()  # the look is part of it
     first = (out / "images" / "dpr_0000.png").read_bytes()
     (out / "images" / "dpr_0000.png").write_bytes(b"stale")
+    caplog.clear()   # the first call's records, where an earlier test left the logger at INFO
     with caplog.at_level(logging.INFO, logger="osteo"):
         ensure_phantom(out, workers=1, n=3, seed=3)   # same generator: reused as it is
     assert (out / "images" / "dpr_0000.png").read_bytes() == b"stale" and not caplog.records
