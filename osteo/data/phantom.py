@@ -688,21 +688,23 @@ def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) ->
     out = Path(out_dir)
     info = out / "phantom.json"
 
+    want = json.loads(json.dumps(asdict(p)))   # the parameters as phantom.json holds them
+
     def recorded() -> dict:
         return json.loads(info.read_text()) if (out / "manifest.csv").exists() and info.exists() else {}
 
-    def complete() -> bool:
-        r = recorded()
-        return r.get("params") == json.loads(json.dumps(asdict(p))) and r.get("generator") == generator_id()
+    def complete(r: dict) -> bool:
+        return r.get("params") == want and r.get("generator") == generator_id()
 
-    if complete():
+    if complete(recorded()):
         return out / "manifest.csv"
     with file_lock(out.parent / f".{out.name}.lock"):
-        if complete():
+        r = recorded()
+        if complete(r):
             return out / "manifest.csv"
-        if recorded().get("params") == json.loads(json.dumps(asdict(p))):
+        if r.get("params") == want:
             log.warning("%s was drawn by another version of the phantom generator (%s, now %s): drawing it "
-                        "again", out, recorded().get("generator", "not recorded"), generator_id())
+                        "again", out, r.get("generator", "not recorded"), generator_id())
         info.unlink(missing_ok=True)   # the set is incomplete until the new phantom.json is written
         log.info("generating %d phantom DPRs (seed %d) in %s ...", p.n, p.seed, out)
         return generate(out, p, workers=workers)
