@@ -209,7 +209,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     cpus = available_cpus(cfg.get("cpus", "auto"))
     dm = instantiate(cfg.data, workers=cpus)
     manifest = dm.resolve_manifest()
-    done = finished(out_dir, cfg, trained_on(cfg, manifest) if manifest.exists() else None)
+    data = trained_on(cfg, manifest) if manifest.exists() else None   # a missing manifest fails in prepare_data
+    done = finished(out_dir, cfg, data)
     if done is not None:
         log.info("%s: finished run with the same config and data found, skipping", out_dir)
         return done
@@ -297,7 +298,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "predict_images_per_s": round(n_pred / t_pred, 2) if t_pred else None,
         "manifest": str(dm.manifest_file), "splits": str(dm.split_path),
         "provenance": provenance(accel, precision),
-        "trained_on": trained_on(cfg, dm.manifest_file),
+        "trained_on": data,
         "ood": {"percentile": float(detector["percentile"]), "threshold": float(detector["threshold"]),
                 "test_flagged_fraction": float((ood.score(detector, stats["test"]) > 1).mean())},
     }
