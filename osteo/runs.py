@@ -58,8 +58,24 @@ def run_covariates(cfg) -> list[str]:
 
 
 def data_identity(metrics: dict) -> str:
-    """Which data a run used: 'manifest | split file' from its metrics.json."""
-    return f"{metrics.get('manifest')} | {metrics.get('splits')}"
+    """Which data a run used, from its metrics.json: 'manifest | split file', and where the run
+    recorded them (``trained_on``), the manifest's content and the phantom generator that drew
+    its images: 'manifest | split file | manifest sha1 ..., generator ...'. Runs whose data
+    differ in any of these are never pooled (the report gives each data set its own page)."""
+    out = f"{metrics.get('manifest')} | {metrics.get('splits')}"
+    content = data_content(metrics)
+    return f"{out} | {content}" if content else out
+
+
+def data_content(metrics: dict) -> str:
+    """The content of a run's data as its metrics.json's ``trained_on`` records it: 'manifest sha1
+    <12 hex digits>' and, for phantoms, ', generator <id>' ('generator <not recorded>' for runs
+    made before the generator was recorded); '' when nothing is recorded."""
+    t = metrics.get("trained_on") or {}
+    parts = [f"manifest sha1 {t['sha1'][:12]}"] if t.get("sha1") else []
+    if t.get("kind") == "phantom":
+        parts.append(f"generator {t.get('generator') or '<not recorded>'}")
+    return ", ".join(parts)
 
 
 def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[dict]]:
@@ -91,7 +107,7 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
                "covariates": ",".join(run_covariates(cfg)),
                "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
                "threshold": m["threshold_val_youden"], "manifest": m.get("manifest"),
-               "splits": m.get("splits"), "data": data_identity(m),
+               "splits": m.get("splits"), "data": data_identity(m), "content": data_content(m),
                "provenance": json.dumps(m.get("provenance", {}), sort_keys=True),
                "checkpoint": str(d / WEIGHTS_FILE) if (d / WEIGHTS_FILE).exists() else None}
         for part in ("val", "test", "test_at_val_threshold"):

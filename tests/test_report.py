@@ -181,6 +181,37 @@ def test_runs_of_different_data_sets_are_reported_apart(tmp_path):
     assert 'href="data-1/index.html"' in index and 'href="data-2/index.html"' in index
 
 
+def test_runs_on_the_same_manifest_path_with_other_content_are_reported_apart(tmp_path):
+    """Same manifest and split file paths, but the images were drawn again by another phantom
+    generator in between (what metrics.json's trained_on records): never pooled."""
+    import json
+    import shutil
+
+    sweeps = tmp_path / "sweeps"
+    fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
+    first = sweeps / "finetune_depth" / "one"
+    again = sweeps / "finetune_depth" / "again"
+    shutil.copytree(first, again)
+    for root, generator in ((first, "aaaa000000000000"), (again, "bbbb000000000000")):
+        for m in root.glob("*/metrics.json"):
+            metrics = json.loads(m.read_text())
+            metrics["trained_on"] = {"kind": "phantom", "manifest": metrics["manifest"], "sha1": "0123456789abcdef" * 2,
+                                     "generator": generator}
+            m.write_text(json.dumps(metrics))
+    runs, _, _ = load_runs(sweeps)
+    assert runs["manifest"].nunique() == 1 and runs["splits"].nunique() == 1 and runs["data"].nunique() == 2
+    rcfg = compose([], config_name="report").report
+    rcfg.gradcam.enabled = False
+    s = build_report(sweeps, tmp_path / "report", rcfg, "python -m osteo.report")
+    assert [r["name"] for r in s["reports"]] == ["data-1", "data-2"]
+    assert sorted(r["content"] for r in s["reports"]) == [
+        "manifest sha1 0123456789ab, generator aaaa000000000000", "manifest sha1 0123456789ab, generator bbbb000000000000"]
+    for name in ("data-1", "data-2"):
+        assert s["by_data"][name]["configs"]["vgg16 TF2, w"]["folds"] == 3  # not 6: not pooled
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert "generator aaaa000000000000" in index and "generator bbbb000000000000" in index
+
+
 def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path):
     fabricate(tmp_path, np.random.default_rng(0))
     rcfg = compose([], config_name="report").report

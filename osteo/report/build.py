@@ -240,8 +240,9 @@ def _table_html(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
 def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, command: str = "") -> dict:
     """Write the report (index.html, tables as CSV, figures as PNG) into ``out_dir``; return a
-    summary. Runs of different data sets (manifest or split file) are never merged: each data
-    set gets its own report in ``out_dir/data-N/`` and index.html lists them."""
+    summary. Runs of different data sets (manifest, split file, or the manifest's content or the
+    phantom generator where the runs recorded them) are never merged: each data set gets its own
+    report in ``out_dir/data-N/`` and index.html lists them."""
     runs_dir, out = Path(runs_dir), Path(out_dir)
     runs, preds, problems = load_runs(runs_dir)
     if not len(runs):
@@ -263,7 +264,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
         s = _build_one(g, preds, own, out / name, rcfg, command)
         summaries[name] = s
         entries.append({"name": name, "href": f"{name}/index.html", "manifest": g["manifest"].iloc[0],
-                        "splits": g["splits"].iloc[0], "runs": len(g), "best": s.get("best", "")})
+                        "splits": g["splits"].iloc[0], "content": g["content"].iloc[0] or "not recorded",
+                        "runs": len(g), "best": s.get("best", "")})
         log.warning("runs under %s used %d data sets; report %s: %s", runs_dir, len(groups), name, data)
     page = _env().get_template("index.html.j2").render(runs_dir=str(runs_dir), reports=entries)
     atomic_write_text(out / "index.html", page)
