@@ -145,11 +145,14 @@ def main(argv: list[str] | None = None) -> int:
 
     files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
     if not files:
-        sys.exit(f"{a.real}/images: no images")
+        sys.exit(f"{a.real}/images: no images; give --real a folder whose images/ holds real DPRs")
     cfg = compose([])
     _SETTINGS.update(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),
                      anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True))
     rois = [cut_roi(read_gray(f), _SETTINGS["roi"], _SETTINGS["anatomy"])[0] for f in files]
+    if all(r is None for r in rois):
+        sys.exit(f"{a.real}/images: the mandible finder placed no ROI on any of the {len(files)} images; "
+                 "give DPRs that show the mandible's lower border")
     Xr = np.stack([texture_features(r) for r in rois if r is not None])
     print(f"{len(Xr)} of {len(files)} real ROIs placed")
     fields = [k for k in BOUNDS if k not in a.hold]
@@ -207,4 +210,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

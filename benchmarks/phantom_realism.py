@@ -76,6 +76,12 @@ def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, n
         out.append(r)
         borders.append(b)
         names.append(f.name)
+    if not out:
+        from osteo.cli import UserError
+
+        raise UserError(f"{files[0].parent if files else 'no images'}: the mandible finder placed no ROI on any of "
+                        f"the {len(files)} images (each is listed above with the finder's reason); give DPRs "
+                        "that show the mandible's lower border")
     return np.stack(out), np.stack(borders), names
 
 
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     real_files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
     if not real_files:
-        sys.exit(f"{a.real}/images: no images")
+        sys.exit(f"{a.real}/images: no images; give --real a folder whose images/ holds real DPRs")
     cfg = compose([])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
@@ -351,4 +357,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -97,4 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -49,7 +49,7 @@ def real(data: Path, roi: dict, anatomy: dict) -> None:
     bx, by, bw, bh = roi["box_xywh"]
     files = sorted((data / "images").glob("*"))
     if not files:
-        sys.exit(f"{data}/images: no images")
+        sys.exit(f"{data}/images: no images; give --data a folder with images/, masks-1/ and masks-2/ of real DPRs")
     err1, err2, held_auto, held_fixed, secs, flagged = [], [], 0, 0, [], []
     for f in files:
         gray = read_gray(f)
@@ -122,12 +122,14 @@ def phantoms(n: int, out: Path, roi: dict, anatomy: dict) -> None:
           "target within 0.03)")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="folder with images/, masks-1/, masks-2/ (real DPRs)")
     ap.add_argument("--phantoms", type=int, default=0, help="also measure on N multi-device phantoms")
     ap.add_argument("--phantom-dir", default=None, help="where to keep them (default: a temporary folder)")
-    a, overrides = ap.parse_known_args()
+    a, overrides = ap.parse_known_args(argv)
+    if not a.data and not a.phantoms:
+        ap.error("nothing to measure: give --data DIR (real DPRs with masks) and/or --phantoms N")
     cfg = compose(overrides)
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
@@ -140,4 +142,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from osteo.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -38,12 +38,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from osteo.data.covariates import CovariateError
     from osteo.data.images import ImageReadError
     from osteo.data.manifest import ManifestError
+    from osteo.data.phantom import FieldsFileError
     from osteo.data.splits import SplitError
     from osteo.models.backbones import PretrainedWeightsError
     from osteo.train import RunConflictError
 
     return (UserError, ManifestError, SplitError, ImageReadError, PretrainedWeightsError,
-            RunConflictError, UnsafeCheckpointError, CovariateError)
+            RunConflictError, UnsafeCheckpointError, CovariateError, FieldsFileError)
 
 
 def _chain(e: BaseException) -> list[BaseException]:
@@ -107,6 +108,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         with user_errors_exit():
             return int(main(args) or 0)
     except SystemExit as e:
+        if isinstance(e.code, str):   # sys.exit("message"): the message, as Python prints it
+            print(e.code, file=sys.stderr)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else USAGE_EXIT)
     except KeyboardInterrupt:
         print("osteo: interrupted", file=sys.stderr)

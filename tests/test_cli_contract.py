@@ -262,6 +262,36 @@ def test_phantom_out_is_a_file(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("case,text", [
+    ("no images", "images: no images"),
+    ("unknown look field", "not fields of Look: canalz"),
+    ("look value not a number", 'canals = "x": give a number'),
+    ("params not whole", "n = 4.5: give a whole number"),
+    ("nothing placed", "placed no ROI on any of the 1 images"),
+])
+def test_realism_benchmark_bad_inputs(case, text, tmp_path):
+    """benchmarks/phantom_realism.py keeps the contract too: one line, exit 2, no traceback."""
+    real = tmp_path / "real"
+    (real / "images").mkdir(parents=True)
+    if case != "no images":
+        Image.fromarray(np.full((630, 1200), 128, np.uint8)).save(real / "images" / "flat.png")
+    files = {"unknown look field": ("--look", '{"canalz": 1}'), "look value not a number": ("--look", '{"canals": "x"}'),
+             "params not whole": ("--params", '{"n": 4.5}')}
+    args = [sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real), "--n", "2", "--no-cnn",
+            "--out", str(tmp_path / "out")]
+    if case in files:
+        flag, body = files[case]
+        (tmp_path / "f.json").write_text(body)
+        args += [flag, str(tmp_path / "f.json")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert text in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "realism.json").exists()
+
+
 # ------------------------------------------------------------------ predict
 
 def run_dir(tiny_sweep):

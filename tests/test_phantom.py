@@ -3,6 +3,7 @@ signal in the cortex (not the background), and matches the configured statistics
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -227,6 +228,13 @@ def test_read_look_replaces_named_fields_and_names_unknown_ones(tmp_path):
     assert read_look(None) == LOOK
     with pytest.raises(ValueError, match="canalz"):
         read_look(bad)
+    for body, text in (('{"canals": "0.5"}', 'canals = "0.5": give a number'), ('{"canals": true}', "give a number"),
+                       ('["canals"]', "not an object"), ('{"canals": ', "not valid JSON")):
+        bad.write_text(body)
+        with pytest.raises(ValueError, match=re.escape(text)):
+            read_look(bad)
+    with pytest.raises(ValueError, match="no such file"):
+        read_look(tmp_path / "missing.json")
 
 
 def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):
@@ -240,6 +248,15 @@ def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):
     assert read_params(None, seed=3) == PhantomParams(seed=3)
     with pytest.raises(ValueError, match="bottom_strip_gapp"):
         read_params(bad)
+    for body, text in (('{"seed": 1.5}', "seed = 1.5: give a whole number"),
+                       ('{"bottom_strip_gap": [6]}', "give a list of two numbers"),
+                       ('{"chin_gap_rows": null}', None), ('{"age_mean": null}', "give a list of two numbers")):
+        bad.write_text(body)
+        if text is None:
+            assert read_params(bad).chin_gap_rows is None
+            continue
+        with pytest.raises(ValueError, match=re.escape(text)):
+            read_params(bad)
 
 
 def test_the_bottom_strip_keeps_its_gap_below_the_chin():

@@ -523,26 +523,66 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     return np.clip(np.rint(full * 255.0), 0, 255).astype(np.uint8)
 
 
+class FieldsFileError(ValueError):
+    """A JSON file of ``Look`` or ``PhantomParams`` fields that cannot be used: missing, not JSON
+    of ``{"field": value}``, a name that is not a field, or a value of the wrong kind."""
+
+
+def _read_fields(path: str | Path, cls: type) -> dict:
+    """The ``{"field": value}`` of a JSON file, checked against the fields of dataclass ``cls``
+    (numbers for number fields, whole numbers for whole-number ones, lists of numbers for pairs).
+    Raises FieldsFileError naming the file and the field."""
+    what = cls.__name__
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FieldsFileError(f"{path}: no such file; give a JSON file of {what} fields, "
+                              '{"field": value}') from None
+    except json.JSONDecodeError as e:
+        raise FieldsFileError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); write it as "
+                              '{"field": value}') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FieldsFileError(f"{path}: cannot be read ({e}); give a JSON file of {what} fields") from None
+    if not isinstance(values, dict):
+        raise FieldsFileError(f"{path}: holds a {type(values).__name__}, not an object; write it as "
+                              '{"field": value}')
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise FieldsFileError(f"{path}: not fields of {what}: {', '.join(unknown)}")
+    default = cls()
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for k, v in values.items():
+        d = getattr(default, k)
+        if isinstance(d, bool) or isinstance(d, int):
+            ok, kind = isinstance(v, int) and not isinstance(v, bool), "a whole number"
+        elif isinstance(d, float):
+            ok, kind = number(v), "a number"
+        else:   # a pair (tuple), or None where the field is optional
+            ok = (v is None and d is None) or (isinstance(v, list) and len(v) == 2 and all(number(x) for x in v))
+            kind = "a list of two numbers" + (" or null" if d is None else "")
+        if not ok:
+            raise FieldsFileError(f"{path}: {k} = {json.dumps(v)}: give {kind}")
+    return values
+
+
 def read_look(path: str | Path | None) -> Look:
     """``LOOK`` with the fields in a JSON file (``{"field": value}``) replaced; ``LOOK`` for None.
-    Raises ValueError naming any key that is not a ``Look`` field."""
+    Raises FieldsFileError (a ValueError) naming the file and any key that is not a ``Look``
+    field or any value that is not a number."""
     if path is None:
         return LOOK
-    values = json.loads(Path(path).read_text())
-    unknown = sorted(set(values) - {f.name for f in fields(Look)})
-    if unknown:
-        raise ValueError(f"{path}: not fields of Look: {', '.join(unknown)}")
-    return replace(LOOK, **values)
+    return replace(LOOK, **_read_fields(path, Look))
 
 
 def read_params(path: str | Path | None, **given) -> PhantomParams:
     """``PhantomParams`` with the fields in a JSON file (``{"field": value}``, lists read as tuples)
     and then those in ``given`` replaced (``given`` wins); ``PhantomParams(**given)`` for None.
-    Raises ValueError naming any key of the file that is not a ``PhantomParams`` field."""
-    values = json.loads(Path(path).read_text()) if path is not None else {}
-    unknown = sorted(set(values) - {f.name for f in fields(PhantomParams)})
-    if unknown:
-        raise ValueError(f"{path}: not fields of PhantomParams: {', '.join(unknown)}")
+    Raises FieldsFileError (a ValueError) naming the file and any key of it that is not a
+    ``PhantomParams`` field or any value of the wrong kind."""
+    values = _read_fields(path, PhantomParams) if path is not None else {}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return PhantomParams(**{**values, **given})
 
