@@ -556,7 +556,7 @@ def _read_fields(path: str | Path, cls: type) -> dict:
 
     for k, v in values.items():
         d = getattr(default, k)
-        if isinstance(d, bool) or isinstance(d, int):
+        if isinstance(d, int):   # (no field is a bool)
             ok, kind = isinstance(v, int) and not isinstance(v, bool), "a whole number"
         elif isinstance(d, float):
             ok, kind = number(v), "a number"
