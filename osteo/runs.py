@@ -67,14 +67,24 @@ def data_identity(metrics: dict) -> str:
     return f"{out} | {content}" if content else out
 
 
+# what identifies a run's data in its metrics.json's trained_on (the config names the data set, not
+# its content): the manifest's content and, for phantoms, the generator that drew the images; with
+# the label and the number of characters the report shows of each. train's reuse check compares
+# these keys, and the report keeps runs that differ in any of them apart.
+DATA_KEYS = {"sha1": ("manifest sha1", 12), "generator": ("generator", 16)}
+
+
 def data_content(metrics: dict) -> str:
-    """The content of a run's data as its metrics.json's ``trained_on`` records it: 'manifest sha1
-    <12 hex digits>' and, for phantoms, ', generator <id>' ('generator <not recorded>' for runs
-    made before the generator was recorded); '' when nothing is recorded."""
+    """The content of a run's data as its metrics.json's ``trained_on`` records it (``DATA_KEYS``):
+    'manifest sha1 <12 hex digits>' and, for phantoms, ', generator <id>' ('generator <not
+    recorded>' for runs made before the generator was recorded); '' when nothing is recorded."""
     t = metrics.get("trained_on") or {}
-    parts = [f"manifest sha1 {t['sha1'][:12]}"] if t.get("sha1") else []
-    if t.get("kind") == "phantom":
-        parts.append(f"generator {t.get('generator') or '<not recorded>'}")
+    parts = []
+    for key, (label, digits) in DATA_KEYS.items():
+        if t.get(key):
+            parts.append(f"{label} {t[key][:digits]}")
+        elif key == "generator" and t.get("kind") == "phantom":
+            parts.append(f"{label} <not recorded>")
     return ", ".join(parts)
 
 

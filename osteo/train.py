@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from osteo.config import CONF_DIR
 from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text, available_cpus
 from osteo.metrics import binary_metrics, youden_threshold
+from osteo.runs import DATA_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,9 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-# what identifies a run's data in its metrics.json's trained_on: the manifest's content and, for
-# phantoms, the generator that drew the images (its config names the data set, not its content)
-DATA_KEYS = ("sha1", "generator")
-
-
 def finished(out_dir: Path, cfg: DictConfig, data: dict | None = None) -> dict | None:
     """metrics.json of a finished run with the same config in ``out_dir`` (and, when ``data`` is
-    given, trained on the same data: ``trained_on``'s ``DATA_KEYS``); None when there is no
+    given, trained on the same data: ``trained_on``'s ``osteo.runs.DATA_KEYS``); None when there is no
     finished run (or ``cfg.overwrite`` is set). A finished run with a different config or data
     raises ``RunConflictError`` naming the differences."""
     m, c = out_dir / "metrics.json", out_dir / "config.yaml"
