@@ -51,8 +51,7 @@ from omegaconf import OmegaConf
 
 from osteo.config import compose
 from osteo.data import phantom as ph
-from osteo.data.images import read_gray
-from phantom_realism import cut_roi, logistic, cv_auc, texture_features
+from phantom_realism import cut_roi, cut_rois, cv_auc, logistic, texture_features
 
 # the fitted fields and their allowed ranges; ADDITIVE fields are stepped on a linear scale
 BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.003, 0.15), "chin": (0.005, 0.12),
@@ -149,11 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose([])
     _SETTINGS.update(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),
                      anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True))
-    rois = [cut_roi(read_gray(f), _SETTINGS["roi"], _SETTINGS["anatomy"])[0] for f in files]
-    if all(r is None for r in rois):
-        sys.exit(f"{a.real}/images: the mandible finder placed no ROI on any of the {len(files)} images; "
-                 "give DPRs that show the mandible's lower border")
-    Xr = np.stack([texture_features(r) for r in rois if r is not None])
+    rois = cut_rois(files, _SETTINGS["roi"], _SETTINGS["anatomy"])[0]   # a user error when none is placed
+    Xr = np.stack([texture_features(r) for r in rois])
     print(f"{len(Xr)} of {len(files)} real ROIs placed")
     fields = [k for k in BOUNDS if k not in a.hold]
     start = ph.read_look(a.start)   # held fields keep the start's values; an unknown key is an error
