@@ -57,13 +57,14 @@ def run_covariates(cfg) -> list[str]:
     return [str(c) for c in (cfg.model.get("covariates", None) or [])]
 
 
-def data_identity(metrics: dict) -> str:
+def data_identity(metrics: dict, content: str | None = None) -> str:
     """Which data a run used, from its metrics.json: 'manifest | split file', and where the run
     recorded them (``trained_on``), the manifest's content and the phantom generator that drew
     its images: 'manifest | split file | manifest sha1 ..., generator ...'. Runs whose data
-    differ in any of these are never pooled (the report gives each data set its own page)."""
+    differ in any of these are never pooled (the report gives each data set its own page).
+    ``content``: ``data_content(metrics)`` when the caller has it already."""
     out = f"{metrics.get('manifest')} | {metrics.get('splits')}"
-    content = data_content(metrics)
+    content = data_content(metrics) if content is None else content
     return f"{out} | {content}" if content else out
 
 
@@ -111,13 +112,14 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
                 problems.append({"run": rel, "status": "unfinished", "detail": "no metrics.json yet"})
             continue
         m = json.loads((d / "metrics.json").read_text())
+        content = data_content(m)
         row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
                "pretrained": parse_weights(run_weights(cfg)).pretrained, "fold": int(cfg.fold),
                "n_folds": int(cfg.data.split.n_folds), "config": run_label(cfg),
                "covariates": ",".join(run_covariates(cfg)),
                "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
                "threshold": m["threshold_val_youden"], "manifest": m.get("manifest"),
-               "splits": m.get("splits"), "data": data_identity(m), "content": data_content(m),
+               "splits": m.get("splits"), "data": data_identity(m, content), "content": content,
                "provenance": json.dumps(m.get("provenance", {}), sort_keys=True),
                "checkpoint": str(d / WEIGHTS_FILE) if (d / WEIGHTS_FILE).exists() else None}
         for part in ("val", "test", "test_at_val_threshold"):
