@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -51,7 +50,7 @@ from omegaconf import OmegaConf
 
 from osteo.config import compose
 from osteo.data import phantom as ph
-from phantom_realism import cut_roi, cut_rois, cv_auc, logistic, texture_features
+from phantom_realism import MIN_ROIS, cut_roi, cut_rois, cv_auc, logistic, real_images, texture_features
 
 # the fitted fields and their allowed ranges; ADDITIVE fields are stepped on a linear scale
 BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.003, 0.15), "chin": (0.005, 0.12),
@@ -126,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.optimize import lsq_linear
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--real", type=Path, required=True, help="folder with images/ (real DPRs)")
+    ap.add_argument("--real", type=Path, required=True,
+                    help="real DPRs: a folder (or one whose images/ holds them), or a manifest CSV")
     ap.add_argument("--start", type=Path, default=None,
                     help="JSON of Look fields to start from (default: the shipped Look)")
     ap.add_argument("--n", type=int, default=48, help="phantoms per evaluation (default 48)")
@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", nargs="*", default=list(HOLD), choices=sorted(BOUNDS), metavar="FIELD",
                     help=f"Look fields kept as they are (default: {' '.join(HOLD)})")
     a = ap.parse_args(argv)
+    if a.n < MIN_ROIS:
+        from osteo.cli import UserError
 
-    files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
-    if not files:
-        sys.exit(f"{a.real}/images: no images; give --real a folder whose images/ holds real DPRs")
+        raise UserError(f"--n {a.n}: the two-sample AUC is a 5-fold cross-validation; give --n {MIN_ROIS} or more")
+    files = real_images(a.real)   # a user error when there are none
     cfg = compose([])
     _SETTINGS.update(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),
                      anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True))

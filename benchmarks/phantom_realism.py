@@ -4,7 +4,9 @@
         [--phantom-dir DIR] [--framing-spread 0] [--look look.json] [--params params.json]
         [--out outputs/realism] [--no-cnn]
 
-Both sets go through the same path: the mandible finder places the 700 x 140 box at each
+``--real``: a folder of real DPRs (searched recursively), one whose ``images/`` holds them (the
+layout of ``shared/real-dpr/abdi-dev``, whose ``masks-*/`` are left alone), or a manifest CSV with
+an ``image`` column. Both sets go through the same path: the mandible finder places the 700 x 140 box at each
 image's traced border in the 1200 x 630 frame (osteo.anatomy), and the ROI is cut there.
 
 Two-sample tests (real = 1, phantom = 0), each scored by out-of-fold predictions of a
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,27 @@ from osteo.data.roi import extract_roi
 RADIAL_EDGES = np.geomspace(1 / 256, 0.5, 13)   # cycles per pixel
 GRAD_EDGES = np.r_[0, np.geomspace(0.002, 0.25, 14), np.inf]
 PROFILE_BINS = 14
+
+
+MIN_ROIS = 5   # of each set: the two-sample tests are 5-fold cross-validations
+
+
+def real_images(path: Path) -> list[Path]:
+    """The real DPRs named by ``path``: the images under its ``images/`` folder where it has one,
+    else every image under it (recursively), or those of a manifest CSV (``osteo.data.inputs``);
+    a one-line user error when there are none."""
+    from osteo.cli import UserError
+    from osteo.data.images import IMAGE_SUFFIXES
+    from osteo.data.inputs import find_inputs
+
+    if not path.exists():
+        raise UserError(f"{path}: no such folder or file; give --real a folder of real DPRs")
+    where = path / "images" if (path / "images").is_dir() else path
+    files = [i.path for i in find_inputs([str(where)])]
+    if not files:
+        raise UserError(f"{where}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); give --real a "
+                        "folder of real DPRs, or one whose images/ holds them")
+    return files
 
 
 def cut_roi(g: np.ndarray, roi: dict, anatomy: dict, pixel_mm: float = 0.1,
@@ -284,8 +306,9 @@ def curves(real: np.ndarray, phantom: np.ndarray, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--real", type=Path, required=True, help="folder with images/ (real DPRs)")
-    ap.add_argument("--n", type=int, default=160, help="phantoms to generate (default 160)")
+    ap.add_argument("--real", type=Path, required=True,
+                    help="real DPRs: a folder (or one whose images/ holds them), or a manifest CSV")
+    ap.add_argument("--n", type=int, default=160, help=f"phantoms to generate (default 160; at least {MIN_ROIS})")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--framing-spread", type=float, default=None,
                     help="PhantomParams.framing_spread (default: --params' value, else 0)")
@@ -296,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=None,
                     help="JSON of PhantomParams fields (default: the generator's; n and seed from the flags)")
     a = ap.parse_args(argv)
+    if a.n < MIN_ROIS:
+        from osteo.cli import UserError
 
-    real_files = sorted(p for p in (a.real / "images").glob("*") if p.is_file())
-    if not real_files:
-        sys.exit(f"{a.real}/images: no images; give --real a folder whose images/ holds real DPRs")
+        raise UserError(f"--n {a.n}: the two-sample tests are 5-fold cross-validations; give --n {MIN_ROIS} or more")
+
+    real_files = real_images(a.real)
     cfg = compose([])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
@@ -321,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         real, real_border, _ = cut_rois(real_files, roi, anatomy)
         phantom, phantom_border, _ = cut_rois(ph_files, roi, anatomy)
     print(f"  {len(real)} real and {len(phantom)} phantom ROIs in {time.perf_counter() - t0:.0f} s")
+    if min(len(real), len(phantom)) < MIN_ROIS:
+        from osteo.cli import UserError
+
+        raise UserError(f"{len(real)} real and {len(phantom)} phantom ROIs placed: the two-sample tests are 5-fold "
+                        f"cross-validations and need at least {MIN_ROIS} of each; give more real DPRs (--real) "
+                        "or phantoms (--n)")
 
     import pandas as pd
 

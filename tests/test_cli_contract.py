@@ -6,7 +6,9 @@ train and report."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -271,6 +273,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("look value not a number", 'canals = "x": give a number'),
     ("params not whole", "n = 4.5: give a whole number"),
     ("nothing placed", "placed no ROI on any of the 1 images"),
+    ("no such folder", "no such folder or file"),
+    ("too few phantoms", "--n 3: the two-sample tests are 5-fold cross-validations"),
 ])
 def test_realism_benchmark_bad_inputs(case, text, tmp_path):
     """benchmarks/phantom_realism.py keeps the contract too: one line, exit 2, no traceback."""
@@ -278,10 +282,12 @@ def test_realism_benchmark_bad_inputs(case, text, tmp_path):
     (real / "images").mkdir(parents=True)
     if case != "no images":
         Image.fromarray(np.full((630, 1200), 128, np.uint8)).save(real / "images" / "flat.png")
+    if case == "no such folder":
+        real = tmp_path / "nowhere"
     files = {"unknown look field": ("--look", '{"canalz": 1}'), "look value not a number": ("--look", '{"canals": "x"}'),
              "params not whole": ("--params", '{"n": 4.5}')}
-    args = [sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real), "--n", "2", "--no-cnn",
-            "--out", str(tmp_path / "out")]
+    args = [sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real),
+            "--n", "3" if case == "too few phantoms" else "5", "--no-cnn", "--out", str(tmp_path / "out")]
     if case in files:
         flag, body = files[case]
         (tmp_path / "f.json").write_text(body)
@@ -290,6 +296,25 @@ def test_realism_benchmark_bad_inputs(case, text, tmp_path):
     assert r.returncode == 2, r.stderr
     assert text in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "realism.json").exists()
+
+
+def test_realism_benchmark_takes_a_plain_folder_of_dprs(tmp_path):
+    """--real may be any folder of DPRs (searched recursively; files that are not images are left
+    alone), not only one laid out as shared/real-dpr/abdi-dev with images/: real computation on 5
+    phantoms standing in for real DPRs against 5 others, every output written."""
+    phantom.generate(tmp_path / "ph", phantom.PhantomParams(n=5, seed=3), progress=False)
+    real = tmp_path / "clinic"
+    (real / "2026").mkdir(parents=True)
+    for f in sorted((tmp_path / "ph" / "images").glob("*.png")):
+        shutil.copy(f, real / "2026" / f.name)
+    (real / "notes.txt").write_text("not an image")
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real), "--n", "5",
+                        "--no-cnn", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "out" / "realism.json").read_text())
+    assert res["n_real"] == 5 and res["n_phantom"] == 5
+    assert 0.0 <= res["texture_auc"]["mean"] <= 1.0
+    assert (tmp_path / "out" / "sheet.png").stat().st_size > 0 and (tmp_path / "out" / "curves.png").exists()
 
 
 # ------------------------------------------------------------------ predict
