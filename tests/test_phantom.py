@@ -237,6 +237,21 @@ def test_read_look_replaces_named_fields_and_names_unknown_ones(tmp_path):
         read_look(tmp_path / "missing.json")
 
 
+def test_look_ranges_are_read_as_pairs_and_drawn_from(tmp_path):
+    """The per-image spreads around the look's centres are Look fields too: read from JSON as
+    pairs (hashable, so generator_id takes them), and render draws from them."""
+    from osteo.data.phantom import generator_id, read_look
+
+    f = tmp_path / "look.json"
+    f.write_text('{"blur_range": [1.0, 1.0], "gamma_range": [1.0, 1.0]}')
+    look = read_look(f)
+    assert look.blur_range == (1.0, 1.0) and look.gamma_range == (1.0, 1.0)
+    assert generator_id(look) != generator_id()
+    f.write_text('{"blur_range": [1.0]}')
+    with pytest.raises(ValueError, match=re.escape("blur_range = [1.0]: give a list of two numbers")):
+        read_look(f)
+
+
 def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):
     from osteo.data.phantom import read_params
 

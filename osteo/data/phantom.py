@@ -80,8 +80,9 @@ class PhantomParams:
 class Look:
     """How a phantom looks: grey levels, texture and acquisition, in the renderer's additive
     attenuation scale (0..1 grey before gain and gamma; lengths in 1200 x 630 pixels unless
-    mm). Each is the centre of a per-image random range. Fitted to the 40 real DPRs of
-    shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
+    mm). Each is the centre of a per-image random range (the ``*_range`` fields at the end give
+    the spread of the main ones; the anatomy's own ranges stay in ``render``). Fitted to the 40
+    real DPRs of shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
     statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
     figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit.
     These values: the previous release's look (``benchmarks/looks/previous-release.json``: two
@@ -174,6 +175,30 @@ class Look:
     canal_depth_mm: float = 9.0      # the canal's height above the border, behind the mental foramen
     canal_wall_mm: float = 0.35      # the width of its walls
     canal_lumen: float = 0.4         # the darkness of its lumen, relative to its walls
+    # how much each image differs from the centres above: each image multiplies a centre by a factor
+    # drawn uniformly from (low, high); not fitted (``fit_phantom_look.py`` fits the centres)
+    soft_level_range: tuple = (0.67, 1.33)
+    soft_floor_range: tuple = (0.3, 1.7)
+    soft_fall_range: tuple = (0.42, 1.58)
+    chin_range: tuple = (0.25, 1.75)
+    soft_band_px_range: tuple = (0.5, 1.5)    # and the band reaches up to twice as far at the sides
+    soft_band_range: tuple = (0.3, 1.7)
+    anterior_width_range: tuple = (0.75, 1.25)
+    radius_range: tuple = (0.82, 1.18)
+    cortical_mu_range: tuple = (0.87, 1.13)
+    texture_aniso_range: tuple = (0.8, 1.2)   # and ``ridge_aniso``
+    blotch_range: tuple = (0.6, 1.4)
+    anterior_range: tuple = (0.4, 1.6)
+    canal_depth_range: tuple = (0.75, 1.25)
+    canal_walls_range: tuple = (0.5, 1.5)
+    neck_shadow_range: tuple = (0.4, 1.6)
+    hyoid_x_range: tuple = (0.6, 1.4)
+    hyoid_depth_range: tuple = (0.4, 1.6)
+    hyoid_length_range: tuple = (2 / 3, 4 / 3)
+    hyoid_thickness_range: tuple = (0.7, 1.3)
+    hyoid_range: tuple = (0.5, 1.5)
+    blur_range: tuple = (0.67, 1.33)
+    gamma_range: tuple = (0.85, 1.2)          # the display's gamma (an exponent, not a factor)
 
 
 LOOK = Look()
@@ -325,19 +350,19 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     d = p.difficulty
 
     # soft tissue: a level over the face, falling off into the dark submandibular region
-    s_up = look.soft_level * rng.uniform(0.67, 1.33)
-    floor = look.soft_floor * rng.uniform(0.3, 1.7)
-    fall = look.soft_fall_px * rng.uniform(0.42, 1.58)
+    s_up = look.soft_level * rng.uniform(*look.soft_level_range)
+    floor = look.soft_floor * rng.uniform(*look.soft_floor_range)
+    fall = look.soft_fall_px * rng.uniform(*look.soft_fall_range)
     soft = s_up + 0.10 * np.exp(-v / 160.0) + 0.0 * u
     below = v > b
     soft = np.where(below, floor + (soft - floor) * np.exp(-np.maximum(v - b, 0) / fall), soft)
     chin = np.exp(-np.abs((u - xc) / rng.uniform(80, 150)) ** 4 - (v - b) / 80.0)   # chin soft tissue
-    soft = soft + below * look.chin * rng.uniform(0.25, 1.75) * chin
+    soft = soft + below * look.chin * rng.uniform(*look.chin_range) * chin
     # the submandibular soft tissue's outline: a grey band that ends at an edge (random numbers drawn
     # whether it is drawn or not, here and for the canal and the black level: switching one off
     # changes nothing else)
-    reach = look.soft_band_px * rng.uniform(0.5, 1.5) * (1 + rng.uniform(0.0, 1.0) * np.abs(s))
-    band_gain = rng.uniform(0.3, 1.7)
+    reach = look.soft_band_px * rng.uniform(*look.soft_band_px_range) * (1 + rng.uniform(0.0, 1.0) * np.abs(s))
+    band_gain = rng.uniform(*look.soft_band_range)
     if look.soft_band > 0:
         edge = np.exp(np.clip((v - b - reach) / look.soft_band_edge_px, -30, 30))
         soft = soft + below * look.soft_band * band_gain / (1 + edge)
@@ -352,8 +377,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # outer radius of the lower border and buccal/lingual plate thickness (mm); the symphysis
     # is thicker, so the anterior mandible projects brighter than the body
     xa = xc + look.anterior_shift_px + rng.normal(0, 20)   # the head's centre, off the border's by rotation
-    ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(0.75, 1.25))) ** 6)
-    radius = look.radius_mm * rng.uniform(0.82, 1.18) * (1 + rng.uniform(0.2, 0.5) * ant)
+    ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(*look.anterior_width_range))) ** 6)
+    radius = look.radius_mm * rng.uniform(*look.radius_range) * (1 + rng.uniform(0.2, 0.5) * ant)
     plate = rng.uniform(1.0, 1.8) * (1 + 0.5 * ant)
     in_body = np.abs(s) < 1.45
     body = in_body / (1 + np.exp(np.clip((crest - v) / 4.0, -30, 30)))           # fades out at the crest
@@ -368,7 +393,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     wobble = {"C1": 0.04, "C2": 0.12, "C3": 0.2}[k]
     cw_u = cw * prof * (1 + wobble * random_field(rng, (1, Wk), (1 / 400, 1 / 25), 1.0)[0])
     cw_u = np.maximum(cw_u[None], 0.4)
-    mu_c = look.cortical_mu * rng.uniform(0.87, 1.13)   # cortical bone per mm of path
+    mu_c = look.cortical_mu * rng.uniform(*look.cortical_mu_range)   # cortical bone per mm of path
     r_trab = look.trabecular_ratio * row["trabecular_bvf"]  # trabecular relative to cortical
     outer = chord_mm(depth, radius)
     inner = chord_mm(depth - cw_u, radius - plate)
@@ -399,10 +424,10 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     coarse = 1.0 + 1.5 * (0.55 - bvf)
     theta = rng.normal(0.0, 0.4)
     tex = random_field(rng, (Hk, Wk), (1 / (60 * coarse), 1 / (4 * coarse)), 1.6,
-                       look.texture_aniso * rng.uniform(0.8, 1.2), theta)
+                       look.texture_aniso * rng.uniform(*look.texture_aniso_range), theta)
     cell = look.ridge_cell_px * coarse          # trabecular network: the zero lines of a smooth field
     ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * cell), 1 / (0.5 * cell)), look.ridge_beta,
-                                   look.ridge_aniso * rng.uniform(0.8, 1.2), theta) / look.ridge_width) ** 2)
+                                   look.ridge_aniso * rng.uniform(*look.texture_aniso_range), theta) / look.ridge_width) ** 2)
     tex = (1 - look.ridge_weight) * tex + look.ridge_weight * (ridges - ridges.mean()) / (ridges.std() + 1e-6)
     if look.canals > 0:   # a coarser network of thin bright lines: the larger trabeculae and canal walls
         wide = look.canal_cell_px * coarse
@@ -410,15 +435,15 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
                        / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
     tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (0.55 - bvf), 0.7, 1.5)
-    tex = tex_amp * tex + look.blotch * rng.uniform(0.6, 1.4) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
+    tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
-    img = soft + body * (bone + look.anterior * rng.uniform(0.4, 1.6) * ant)
+    img = soft + body * (bone + look.anterior * rng.uniform(*look.anterior_range) * ant)
     # the mandibular canal: two thin bright walls along the body, behind the mental foramen
-    dc = look.canal_depth_mm * rng.uniform(0.75, 1.25) + rng.uniform(0.0, 4.0) * np.clip(np.abs(s) - 0.5, 0, None)
+    dc = look.canal_depth_mm * rng.uniform(*look.canal_depth_range) + rng.uniform(0.0, 4.0) * np.clip(np.abs(s) - 0.5, 0, None)
     rc = rng.uniform(1.1, 1.9)                             # the canal's radius, mm
     start = rng.uniform(0.4, 0.6, size=2)                  # where it begins, in border half-widths (left, right)
-    canal_gain = rng.uniform(0.5, 1.5)
+    canal_gain = rng.uniform(*look.canal_walls_range)
     if look.canal_walls > 0:
         along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / 0.04, -30, 30)))
         wall = look.canal_wall_mm
@@ -478,17 +503,17 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
             1 + 0.5 * random_field(rng, (Hk, 1), (1 / 400, 1 / 100), 1.0))
         img = img + amp * fade * look.spine_streaks * reach * streaks
     # other superimposed soft tissues of the neck: broad vertical shadows
-    img = img + look.neck_shadow * rng.uniform(0.4, 1.6) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
+    img = img + look.neck_shadow * rng.uniform(*look.neck_shadow_range) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
     # the hyoid's greater horns: a pair of bony shells under the border, either side of the midline;
     # drawn where the subject's ``hyoid`` is 1 (their random numbers are drawn either way, so that
     # the flag changes nothing else)
     for side in (-1, 1):
-        hx = xc + side * look.hyoid_x_px * rng.uniform(0.6, 1.4)
-        hy = b[0, int(np.clip(hx, 0, Wk - 1))] + look.hyoid_depth_px * rng.uniform(0.4, 1.6)
+        hx = xc + side * look.hyoid_x_px * rng.uniform(*look.hyoid_x_range)
+        hy = b[0, int(np.clip(hx, 0, Wk - 1))] + look.hyoid_depth_px * rng.uniform(*look.hyoid_depth_range)
         ang = side * rng.uniform(-0.1, 0.4)
-        la = rng.uniform(look.hyoid_length_px * 2 / 3, look.hyoid_length_px * 4 / 3)
-        lb = rng.uniform(look.hyoid_thickness_px * 7 / 10, look.hyoid_thickness_px * 13 / 10)
-        gain_h = rng.uniform(0.5, 1.5)
+        la = look.hyoid_length_px * rng.uniform(*look.hyoid_length_range)
+        lb = look.hyoid_thickness_px * rng.uniform(*look.hyoid_thickness_range)
+        gain_h = rng.uniform(*look.hyoid_range)
         if row["hyoid"]:   # drawn in a window around it (its blur reaches 8 px beyond the shell)
             r0, r1 = int(np.clip(hy - la - 10, 0, Hk)), int(np.clip(hy + la + 11, 0, Hk))
             c0, c1 = int(np.clip(hx - la - 10, 0, Wk)), int(np.clip(hx + la + 11, 0, Wk))
@@ -499,12 +524,12 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
                 img[r0:r1, c0:c1] += look.hyoid * gain_h * _blur(shell, 2.0)
 
     # acquisition: unsharpness, gain, offset, gamma; then full-size noise with a detector blur
-    img = _blur(img.astype(np.float32), look.blur_px * rng.uniform(0.67, 1.33) * d)
+    img = _blur(img.astype(np.float32), look.blur_px * rng.uniform(*look.blur_range) * d)
     gain = max(rng.normal(1.0, look.gain_sd), 0.3) * (0.75 if row["low_contrast"] else 1.0)
     img = gain * img + rng.normal(0, look.offset_sd)
     # the detector's toe: low exposures are compressed smoothly toward black, not clipped
     img = look.toe * np.logaddexp(np.float32(0), img / np.float32(look.toe))
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.2)
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(*look.gamma_range)
     full = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
     # a scanning sensor's column-to-column gain differences, and an unexposed strip at the bottom
     full *= np.float32(1) + look.column_noise * rng.uniform(0.0, 2.0) * rng.standard_normal((1, W), dtype=np.float32)
@@ -574,7 +599,8 @@ def read_look(path: str | Path | None) -> Look:
     field or any value that is not a number."""
     if path is None:
         return LOOK
-    return replace(LOOK, **_read_fields(path, Look))
+    values = _read_fields(path, Look)
+    return replace(LOOK, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def read_params(path: str | Path | None, **given) -> PhantomParams:
