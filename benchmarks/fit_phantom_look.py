@@ -50,7 +50,8 @@ from omegaconf import OmegaConf
 
 from osteo.config import compose
 from osteo.data import phantom as ph
-from phantom_realism import MIN_ROIS, cut_roi, cut_rois, cv_auc, logistic, real_images, texture_features
+from phantom_realism import (check_phantom_count, cut_roi, cut_rois, cv_auc, logistic, real_images,
+                             texture_features)
 
 # the fitted fields and their allowed ranges; ADDITIVE fields are stepped on a linear scale
 BOUNDS = {"soft_level": (0.06, 0.2), "soft_fall_px": (6, 35), "soft_floor": (0.003, 0.15), "chin": (0.005, 0.12),
@@ -141,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", nargs="*", default=list(HOLD), choices=sorted(BOUNDS), metavar="FIELD",
                     help=f"Look fields kept as they are (default: {' '.join(HOLD)})")
     a = ap.parse_args(argv)
-    if a.n < MIN_ROIS:
-        from osteo.cli import UserError
-
-        raise UserError(f"--n {a.n}: the two-sample AUC is a 5-fold cross-validation; give --n {MIN_ROIS} or more")
+    check_phantom_count(a.n)
     files = real_images(a.real)   # a user error when there are none
     cfg = compose([])
     _SETTINGS.update(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),

@@ -6,8 +6,9 @@
 
 ``--real``: a folder of real DPRs (searched recursively), one whose ``images/`` holds them (the
 layout of ``shared/real-dpr/abdi-dev``, whose ``masks-*/`` are left alone), or a manifest CSV with
-an ``image`` column. Both sets go through the same path: the mandible finder places the 700 x 140 box at each
-image's traced border in the 1200 x 630 frame (osteo.anatomy), and the ROI is cut there.
+an ``image`` column. Both sets go through the same path: the mandible finder places the 700 x 140
+box at each image's traced border in the 1200 x 630 frame (osteo.anatomy), and the ROI is cut
+there.
 
 Two-sample tests (real = 1, phantom = 0), each scored by out-of-fold predictions of a
 stratified 5-fold cross-validation, repeated over 5 shuffles (mean and range printed):
@@ -52,6 +53,14 @@ PROFILE_BINS = 14
 
 
 MIN_ROIS = 5   # of each set: the two-sample tests are 5-fold cross-validations
+
+
+def check_phantom_count(n: int) -> None:
+    """A one-line user error when ``n`` phantoms are too few for the 5-fold two-sample tests."""
+    if n < MIN_ROIS:
+        from osteo.cli import UserError
+
+        raise UserError(f"--n {n}: the two-sample tests are 5-fold cross-validations; give --n {MIN_ROIS} or more")
 
 
 def real_images(path: Path) -> list[Path]:
@@ -319,11 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=None,
                     help="JSON of PhantomParams fields (default: the generator's; n and seed from the flags)")
     a = ap.parse_args(argv)
-    if a.n < MIN_ROIS:
-        from osteo.cli import UserError
-
-        raise UserError(f"--n {a.n}: the two-sample tests are 5-fold cross-validations; give --n {MIN_ROIS} or more")
-
+    check_phantom_count(a.n)
     real_files = real_images(a.real)
     cfg = compose([])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
