@@ -82,9 +82,10 @@ class Look:
     attenuation scale (0..1 grey before gain and gamma; lengths in 1200 x 630 pixels unless
     mm). Each is the centre of a per-image random range (the ``*_range`` fields at the end give
     the spread of the main ones; the anatomy's own ranges stay in ``render``). Fitted to the 40
-    real DPRs of shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the mean texture
-    statistics of finder-placed ROIs in the whitened metric that a linear two-sample test uses;
-    figures only, no image content is copied); ``benchmarks/phantom_realism.py`` measures the fit.
+    real DPRs of shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the
+    mean texture statistics of finder-placed ROIs in the whitened metric that a linear two-sample
+    test uses; figures only, no image content is copied); ``benchmarks/phantom_realism.py``
+    measures the fit.
     These values: the previous release's look (``benchmarks/looks/previous-release.json``: two
     iterations at ``--n 64 --params benchmarks/params/dev-framing.json``) with this release's
     structures switched on (the hyoid's horns, the raised black level, the spine ghost's fade under
@@ -555,8 +556,8 @@ class FieldsFileError(ValueError):
 
 def _read_fields(path: str | Path, cls: type) -> dict:
     """The ``{"field": value}`` of a JSON file, checked against the fields of dataclass ``cls``
-    (numbers for number fields, whole numbers for whole-number ones, lists of numbers for pairs).
-    Raises FieldsFileError naming the file and the field."""
+    (numbers for number fields, whole numbers for whole-number ones, lists of numbers for pairs,
+    returned as tuples). Raises FieldsFileError naming the file and the field."""
     what = cls.__name__
     try:
         values = json.loads(Path(path).read_text())
@@ -590,7 +591,7 @@ def _read_fields(path: str | Path, cls: type) -> dict:
             kind = "a list of two numbers" + (" or null" if d is None else "")
         if not ok:
             raise FieldsFileError(f"{path}: {k} = {json.dumps(v)}: give {kind}")
-    return values
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def read_look(path: str | Path | None) -> Look:
@@ -599,17 +600,15 @@ def read_look(path: str | Path | None) -> Look:
     field or any value that is not a number."""
     if path is None:
         return LOOK
-    values = _read_fields(path, Look)
-    return replace(LOOK, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return replace(LOOK, **_read_fields(path, Look))
 
 
 def read_params(path: str | Path | None, **given) -> PhantomParams:
-    """``PhantomParams`` with the fields in a JSON file (``{"field": value}``, lists read as tuples)
+    """``PhantomParams`` with the fields in a JSON file (``{"field": value}``, pairs as lists)
     and then those in ``given`` replaced (``given`` wins); ``PhantomParams(**given)`` for None.
     Raises FieldsFileError (a ValueError) naming the file and any key of it that is not a
     ``PhantomParams`` field or any value of the wrong kind."""
     values = _read_fields(path, PhantomParams) if path is not None else {}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return PhantomParams(**{**values, **given})
 
 
