@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose([])
     _SETTINGS.update(roi=OmegaConf.to_container(cfg.data.roi, resolve=True),
                      anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True))
-    rois = cut_rois(files, _SETTINGS["roi"], _SETTINGS["anatomy"])[0]   # a user error when none is placed
+    rois = cut_rois(files, _SETTINGS["roi"], _SETTINGS["anatomy"])[0]   # a user error when fewer than 5 are placed
     Xr = np.stack([texture_features(r) for r in rois])
     print(f"{len(Xr)} of {len(files)} real ROIs placed")
     fields = [k for k in BOUNDS if k not in a.hold]

@@ -97,7 +97,8 @@ def cut_roi(g: np.ndarray, roi: dict, anatomy: dict, pixel_mm: float = 0.1,
 
 def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """ROIs (uint8 [n, 140, 700]) placed at each image's traced border, the traced border in ROI
-    rows (float [n, 700], NaN where not traced) and the file names; flagged images left out."""
+    rows (float [n, 700], NaN where not traced) and the file names; flagged images left out. A
+    one-line user error when fewer than ``MIN_ROIS`` are placed (too few for the two-sample tests)."""
     out, borders, names = [], [], []
     for f in files:
         r, b, res = cut_roi(read_gray(f), roi, anatomy)
@@ -107,12 +108,15 @@ def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, n
         out.append(r)
         borders.append(b)
         names.append(f.name)
-    if not out:
+    if len(out) < MIN_ROIS:
         from osteo.cli import UserError
 
-        raise UserError(f"{files[0].parent if files else 'no images'}: the mandible finder placed no ROI on any of "
-                        f"the {len(files)} images (each is listed above with the finder's reason); give DPRs "
-                        "that show the mandible's lower border")
+        where = files[0].parent if files else "no images"
+        if not out:
+            raise UserError(f"{where}: the mandible finder placed no ROI on any of the {len(files)} images (each is "
+                            "listed above with the finder's reason); give DPRs that show the mandible's lower border")
+        raise UserError(f"{where}: the mandible finder placed {len(out)} ROIs on the {len(files)} images; the "
+                        f"two-sample tests are 5-fold cross-validations and need at least {MIN_ROIS}; give more DPRs")
     return np.stack(out), np.stack(borders), names
 
 
@@ -351,12 +355,6 @@ def main(argv: list[str] | None = None) -> int:
         real, real_border, _ = cut_rois(real_files, roi, anatomy)
         phantom, phantom_border, _ = cut_rois(ph_files, roi, anatomy)
     print(f"  {len(real)} real and {len(phantom)} phantom ROIs in {time.perf_counter() - t0:.0f} s")
-    if min(len(real), len(phantom)) < MIN_ROIS:
-        from osteo.cli import UserError
-
-        raise UserError(f"{len(real)} real and {len(phantom)} phantom ROIs placed: the two-sample tests are 5-fold "
-                        f"cross-validations and need at least {MIN_ROIS} of each; give more real DPRs (--real) "
-                        "or phantoms (--n)")
 
     import pandas as pd
 

@@ -275,6 +275,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("nothing placed", "placed no ROI on any of the 1 images"),
     ("no such folder", "no such folder or file"),
     ("too few phantoms", "--n 3: the two-sample tests are 5-fold cross-validations"),
+    ("too few real ROIs", "placed 2 ROIs on the 2 images"),
 ])
 def test_realism_benchmark_bad_inputs(case, text, tmp_path):
     """benchmarks/phantom_realism.py keeps the contract too: one line, exit 2, no traceback."""
@@ -284,6 +285,11 @@ def test_realism_benchmark_bad_inputs(case, text, tmp_path):
         Image.fromarray(np.full((630, 1200), 128, np.uint8)).save(real / "images" / "flat.png")
     if case == "no such folder":
         real = tmp_path / "nowhere"
+    if case == "too few real ROIs":   # two DPRs the finder places: fewer than the 5-fold tests need
+        (real / "images" / "flat.png").unlink()
+        phantom.generate(tmp_path / "ph", phantom.PhantomParams(n=2, seed=3), progress=False)
+        for f in (tmp_path / "ph" / "images").glob("*.png"):
+            shutil.copy(f, real / "images" / f.name)
     files = {"unknown look field": ("--look", '{"canalz": 1}'), "look value not a number": ("--look", '{"canals": "x"}'),
              "params not whole": ("--params", '{"n": 4.5}')}
     args = [sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real),
