@@ -25,7 +25,7 @@ from PIL import Image
 
 from osteo.anatomy.mandible import analyse, border_array
 from osteo.config import compose
-from osteo.data.images import read_gray
+from osteo.data.images import IMAGE_SUFFIXES, read_gray
 
 MARGIN = 3
 
@@ -47,7 +47,7 @@ def holds(border: np.ndarray, x0: int, y0: int, w: int, h: int) -> bool:
 def real(data: Path, roi: dict, anatomy: dict) -> None:
     W, H = roi["resize_wh"]
     bx, by, bw, bh = roi["box_xywh"]
-    files = sorted((data / "images").glob("*"))
+    files = sorted(f for f in (data / "images").glob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         sys.exit(f"{data}/images: no images; give --data a folder with images/, masks-1/ and masks-2/ of real DPRs")
     err1, err2, held_auto, held_fixed, secs, flagged = [], [], 0, 0, [], []
