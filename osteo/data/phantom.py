@@ -80,8 +80,10 @@ class PhantomParams:
 class Look:
     """How a phantom looks: grey levels, texture and acquisition, in the renderer's additive
     attenuation scale (0..1 grey before gain and gamma; lengths in 1200 x 630 pixels unless
-    mm). Each is the centre of a per-image random range (the ``*_range`` fields at the end give
-    the spread of the main ones; the anatomy's own ranges stay in ``render``). Fitted to the 40
+    mm). Each is the centre of a per-image random range (the ``*_range`` fields give the spread of
+    the main ones). The fields after them are the anatomy's own sizes and spreads (body height,
+    cortex profile along the border, lacunae, teeth, the spine's and the hyoid's shapes): not
+    fitted, set from anatomy, a look JSON can change them too. The fitted ones are fitted to the 40
     real DPRs of shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the
     mean texture statistics of finder-placed ROIs in the whitened metric that a linear two-sample
     test uses; figures only, no image content is copied); ``benchmarks/phantom_realism.py``
@@ -200,6 +202,67 @@ class Look:
     hyoid_range: tuple = (0.5, 1.5)
     blur_range: tuple = (0.67, 1.33)
     gamma_range: tuple = (0.85, 1.2)          # the display's gamma (an exponent, not a factor)
+    column_noise_range: tuple = (0.0, 2.0)    # of ``column_noise``
+    # the anatomy's own sizes and spreads (not fitted; mm where named so, else 1200 x 630 pixels)
+    soft_face: float = 0.1           # soft tissue added at the top of the frame, fading downward
+    soft_face_px: float = 160.0      # its decay length
+    soft_texture: float = 0.025      # coarse mottle of the soft tissue (SD, grey)
+    chin_width_range: tuple = (80.0, 150.0)    # the chin's soft tissue: half-width at the midline
+    chin_fall_px: float = 80.0       # and its decay below the border
+    soft_band_side_range: tuple = (0.0, 1.0)   # the submandibular band's extra reach at the sides (share)
+    tongue_gap_range: tuple = (60.0, 120.0)    # the tongue's edge: rows above the border
+    tongue_edge_px: float = 6.0      # its softness (logistic scale)
+    body_mm_range: tuple = (26.0, 34.0)        # the body's height, crest to border, at the midline (mm)
+    body_taper_mm: float = 5.0       # less toward the sides (mm per border half-width)
+    body_loss_mm: float = 0.05       # and less with age (mm per year after ``body_loss_from_age``)
+    body_loss_from_age: float = 50.0
+    crest_fade_px: float = 4.0       # the bone's fade at the alveolar crest (logistic scale)
+    anterior_shift_sd_px: float = 20.0   # the head's centre off the border's: spread between images
+    radius_anterior_range: tuple = (0.2, 0.5)  # the lower border's rounding: extra share at the symphysis
+    plate_mm_range: tuple = (1.0, 1.8)         # buccal and lingual cortical plates (mm)
+    plate_anterior: float = 0.5      # their extra share at the symphysis
+    cortex_low: float = 0.78         # cortical width away from the measuring site, as a share of it
+    cortex_site: float = 0.55        # the measuring site (below the mental foramen), in border half-widths
+    cortex_site_width: float = 0.3   # the width of the cortex's thickest stretch there, in half-widths
+    wobble_c1: float = 0.04          # endosteal margin's irregularity by Klemetti class (share of the width)
+    wobble_c2: float = 0.12
+    wobble_c3: float = 0.2
+    lacunae_c2: float = 14.0         # mean count of lacunae (Poisson) for C2
+    lacunae_c3: float = 30.0         # and C3
+    lacuna_site_c2_range: tuple = (0.5, 1.0)   # their depth in the cortex (share of its width from the
+    lacuna_site_c3_range: tuple = (0.15, 1.0)  # border): endosteal for C2, through the cortex for C3
+    lacuna_length_mm_range: tuple = (1.0, 3.0)  # their half-length along the border (mm)
+    lacuna_height_range: tuple = (0.25, 0.5)   # their half-height (share of the cortical width)
+    lacuna_blur_px: float = 1.2      # their edges' softness (Gaussian sigma)
+    lacuna_rough: float = 0.5        # their irregularity (relative)
+    coarse_per_bvf: float = 1.5      # how much the trabecular texture coarsens per unit of volume fraction lost
+    texture_theta_sd: float = 0.4    # spread of the trabecular texture's direction (radians)
+    texture_band_px: tuple = (60.0, 4.0)   # the smooth field's largest and smallest structures (px)
+    texture_beta: float = 1.6        # its spectral slope
+    texture_gain_clip: tuple = (0.7, 1.5)  # the least and most of the texture's contrast gain with bone fraction
+    canal_rise_mm_range: tuple = (0.0, 4.0)    # the canal's rise toward the ramus (mm per half-width past 0.5)
+    canal_radius_mm_range: tuple = (1.1, 1.9)  # its radius (mm)
+    canal_start_range: tuple = (0.4, 0.6)      # where it begins (mental foramen), in border half-widths
+    teeth_missing_at_40: float = 0.04    # share of teeth missing at age 40
+    teeth_missing_per_year: float = 0.006
+    teeth_missing_max: float = 0.55
+    tooth_width_mm: tuple = (4.0, 7.0)     # incisors to molars (mm)
+    root_mm_range: tuple = (12.0, 17.0)    # root length (mm)
+    crown_mm_range: tuple = (7.0, 9.0)     # crown height (mm)
+    occlusal_gap_mm_range: tuple = (0.0, 3.0)  # between the arches (mm)
+    tooth_root: float = 0.05         # brightness of a root (dentin over bone)
+    tooth_crown: float = 0.28        # of a crown (enamel)
+    tooth_lines: float = 0.03        # darkness of the periodontal line and the root canal
+    spine_shift_sd_px: float = 10.0  # the spine ghost's centre off the head's: spread between images
+    spine_wall_px: float = 4.0       # the vertebral walls' width
+    spine_walls: float = 0.3         # and brightness, relative to the ghost
+    spine_period_px_range: tuple = (60.0, 95.0)   # the vertebrae's height (rows)
+    spine_line_px_range: tuple = (4.0, 15.0)      # the airway and vertebral edges' widths
+    streak_rows: float = 0.5         # how much the vertical bands vary down the image (relative)
+    hyoid_angle_range: tuple = (-0.1, 0.4)    # the hyoid horns' tilt (radians, mirrored per side)
+    hyoid_blur_px: float = 2.0       # their edges' softness
+    gain_min: float = 0.3            # the least gain an image draws
+    low_contrast_gain: float = 0.75  # the gain's factor on low-contrast images (a subject's ``low_contrast``)
 
 
 LOOK = Look()
@@ -354,35 +417,36 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     s_up = look.soft_level * rng.uniform(*look.soft_level_range)
     floor = look.soft_floor * rng.uniform(*look.soft_floor_range)
     fall = look.soft_fall_px * rng.uniform(*look.soft_fall_range)
-    soft = s_up + 0.10 * np.exp(-v / 160.0) + 0.0 * u
+    soft = s_up + look.soft_face * np.exp(-v / look.soft_face_px) + 0.0 * u
     below = v > b
     soft = np.where(below, floor + (soft - floor) * np.exp(-np.maximum(v - b, 0) / fall), soft)
-    chin = np.exp(-np.abs((u - xc) / rng.uniform(80, 150)) ** 4 - (v - b) / 80.0)   # chin soft tissue
+    chin = np.exp(-np.abs((u - xc) / rng.uniform(*look.chin_width_range)) ** 4 - (v - b) / look.chin_fall_px)   # chin soft tissue
     soft = soft + below * look.chin * rng.uniform(*look.chin_range) * chin
     # the submandibular soft tissue's outline: a grey band that ends at an edge (random numbers drawn
     # whether it is drawn or not, here and for the canal and the black level: switching one off
     # changes nothing else)
-    reach = look.soft_band_px * rng.uniform(*look.soft_band_px_range) * (1 + rng.uniform(0.0, 1.0) * np.abs(s))
+    reach = look.soft_band_px * rng.uniform(*look.soft_band_px_range) * (1 + rng.uniform(*look.soft_band_side_range) * np.abs(s))
     band_gain = rng.uniform(*look.soft_band_range)
     if look.soft_band > 0:
         edge = np.exp(np.clip((v - b - reach) / look.soft_band_edge_px, -30, 30))
         soft = soft + below * look.soft_band * band_gain / (1 + edge)
-    soft = soft + 0.025 * random_field(rng, (Hk, Wk), (1 / 300, 1 / 40), 2.0)
+    soft = soft + look.soft_texture * random_field(rng, (Hk, Wk), (1 / 300, 1 / 40), 2.0)
     # the tongue's edge / air space: a soft horizontal step across the body
-    tongue = b - rng.uniform(60, 120)
-    soft = soft + rng.uniform(-look.tongue, look.tongue) / (1 + np.exp(np.clip((v - tongue) / 6.0, -30, 30))) * (~below)
+    tongue = b - rng.uniform(*look.tongue_gap_range)
+    soft = soft + rng.uniform(-look.tongue, look.tongue) / (1 + np.exp(np.clip((v - tongue) / look.tongue_edge_px, -30, 30))) * (~below)
 
     # mandible: crest-to-border height and the bucco-lingual rounding of the body (mm)
-    body_mm = rng.uniform(26, 34) - 5.0 * np.abs(s) - 0.05 * max(row["age"] - 50, 0)
+    body_mm = (rng.uniform(*look.body_mm_range) - look.body_taper_mm * np.abs(s)
+               - look.body_loss_mm * max(row["age"] - look.body_loss_from_age, 0))
     crest = b - body_mm / mm_v
     # outer radius of the lower border and buccal/lingual plate thickness (mm); the symphysis
     # is thicker, so the anterior mandible projects brighter than the body
-    xa = xc + look.anterior_shift_px + rng.normal(0, 20)   # the head's centre, off the border's by rotation
+    xa = xc + look.anterior_shift_px + rng.normal(0, look.anterior_shift_sd_px)   # the head's centre, off the border's by rotation
     ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(*look.anterior_width_range))) ** 6)
-    radius = look.radius_mm * rng.uniform(*look.radius_range) * (1 + rng.uniform(0.2, 0.5) * ant)
-    plate = rng.uniform(1.0, 1.8) * (1 + 0.5 * ant)
+    radius = look.radius_mm * rng.uniform(*look.radius_range) * (1 + rng.uniform(*look.radius_anterior_range) * ant)
+    plate = rng.uniform(*look.plate_mm_range) * (1 + look.plate_anterior * ant)
     in_body = np.abs(s) < 1.45
-    body = in_body / (1 + np.exp(np.clip((crest - v) / 4.0, -30, 30)))           # fades out at the crest
+    body = in_body / (1 + np.exp(np.clip((crest - v) / look.crest_fade_px, -30, 30)))           # fades out at the crest
     ramus = ((np.abs(s) >= 1.25) & (np.abs(s) < 1.6) & (v > b - 420)).astype(np.float32)
     body = np.maximum(body, ramus * (v <= b)).astype(np.float32)
 
@@ -390,8 +454,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # thinning and irregularity that grow with the Klemetti class
     cw = row["cortical_width_mm"]
     k = row["klemetti"]
-    prof = 0.78 + 0.22 * np.exp(-((np.abs(s[0]) - 0.55) / 0.3) ** 2)  # 1 at the measuring site
-    wobble = {"C1": 0.04, "C2": 0.12, "C3": 0.2}[k]
+    prof = look.cortex_low + (1 - look.cortex_low) * np.exp(-((np.abs(s[0]) - look.cortex_site) / look.cortex_site_width) ** 2)
+    wobble = {"C1": look.wobble_c1, "C2": look.wobble_c2, "C3": look.wobble_c3}[k]
     cw_u = cw * prof * (1 + wobble * random_field(rng, (1, Wk), (1 / 400, 1 / 25), 1.0)[0])
     cw_u = np.maximum(cw_u[None], 0.4)
     mu_c = look.cortical_mu * rng.uniform(*look.cortical_mu_range)   # cortical bone per mm of path
@@ -402,14 +466,14 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
 
     # lacunae: irregular resorption cavities at the endosteal margin (C2), through the cortex (C3)
     lac = np.zeros((Hk, Wk), np.float32)
-    n_lac = {"C1": 0, "C2": rng.poisson(14), "C3": rng.poisson(30)}[k]
+    n_lac = {"C1": 0, "C2": rng.poisson(look.lacunae_c2), "C3": rng.poisson(look.lacunae_c3)}[k]
     for _ in range(n_lac):
         cu = rng.uniform(xc - 1.2 * half, xc + 1.2 * half)
         ci = int(np.clip(cu, 0, Wk - 1))
-        frac = rng.uniform(0.5, 1.0) if k == "C2" else rng.uniform(0.15, 1.0)
+        frac = rng.uniform(*(look.lacuna_site_c2_range if k == "C2" else look.lacuna_site_c3_range))
         ct = cw_u[0, ci] * frac                        # depth of its centre, mm
-        hu = rng.uniform(1.0, 3.0) / mm_h              # half-length along the border, px
-        ht = rng.uniform(0.25, 0.5) * cw_u[0, ci] / mm_v    # half-height, px
+        hu = rng.uniform(*look.lacuna_length_mm_range) / mm_h              # half-length along the border, px
+        ht = rng.uniform(*look.lacuna_height_range) * cw_u[0, ci] / mm_v    # half-height, px
         cv_ = b[0, ci] - ct / mm_v
         r0, r1 = int(max(cv_ - ht - 2, 0)), int(min(cv_ + ht + 3, Hk))
         c0, c1 = int(max(cu - hu - 2, 0)), int(min(cu + hu + 3, Wk))
@@ -418,13 +482,14 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         e = ((u[:, c0:c1] - cu) / hu) ** 2 + ((v[r0:r1] - cv_) / ht) ** 2
         lac[r0:r1, c0:c1] = np.maximum(lac[r0:r1, c0:c1], np.clip(1.5 - e, 0, 1))
     if n_lac:
-        lac = np.clip(_blur(lac, 1.2) * (1 + 0.5 * random_field(rng, (Hk, Wk), (1 / 20, 1 / 3), 1.0)), 0, 1)
+        lac = np.clip(_blur(lac, look.lacuna_blur_px) * (1 + look.lacuna_rough * random_field(rng, (Hk, Wk), (1 / 20, 1 / 3), 1.0)), 0, 1)
 
     # trabecular bone: band-limited anisotropic texture, coarser and more contrasted when sparse
     bvf = row["trabecular_bvf"]
-    coarse = 1.0 + 1.5 * (0.55 - bvf)
-    theta = rng.normal(0.0, 0.4)
-    tex = random_field(rng, (Hk, Wk), (1 / (60 * coarse), 1 / (4 * coarse)), 1.6,
+    coarse = 1.0 + look.coarse_per_bvf * (0.55 - bvf)
+    theta = rng.normal(0.0, look.texture_theta_sd)
+    tex = random_field(rng, (Hk, Wk), (1 / (look.texture_band_px[0] * coarse), 1 / (look.texture_band_px[1] * coarse)),
+                       look.texture_beta,
                        look.texture_aniso * rng.uniform(*look.texture_aniso_range), theta)
     cell = look.ridge_cell_px * coarse          # trabecular network: the zero lines of a smooth field
     ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * cell), 1 / (0.5 * cell)), look.ridge_beta,
@@ -435,15 +500,15 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         net = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * wide), 1 / (0.5 * wide)), look.ridge_beta, 1.0)
                        / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
-    tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (0.55 - bvf), 0.7, 1.5)
+    tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (0.55 - bvf), *look.texture_gain_clip)
     tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
     img = soft + body * (bone + look.anterior * rng.uniform(*look.anterior_range) * ant)
     # the mandibular canal: two thin bright walls along the body, behind the mental foramen
-    dc = look.canal_depth_mm * rng.uniform(*look.canal_depth_range) + rng.uniform(0.0, 4.0) * np.clip(np.abs(s) - 0.5, 0, None)
-    rc = rng.uniform(1.1, 1.9)                             # the canal's radius, mm
-    start = rng.uniform(0.4, 0.6, size=2)                  # where it begins, in border half-widths (left, right)
+    dc = look.canal_depth_mm * rng.uniform(*look.canal_depth_range) + rng.uniform(*look.canal_rise_mm_range) * np.clip(np.abs(s) - 0.5, 0, None)
+    rc = rng.uniform(*look.canal_radius_mm_range)                             # the canal's radius, mm
+    start = rng.uniform(*look.canal_start_range, size=2)                  # where it begins, in border half-widths (left, right)
     canal_gain = rng.uniform(*look.canal_walls_range)
     if look.canal_walls > 0:
         along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / 0.04, -30, 30)))
@@ -454,21 +519,21 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
 
     # lower teeth: roots from the crest down 12-17 mm (dentin slightly denser than bone, a dark
     # periodontal line and canal), crowns above; upper crowns and roots above them
-    miss = float(np.clip(0.04 + 0.006 * (row["age"] - 40), 0.0, 0.55))
+    miss = float(np.clip(look.teeth_missing_at_40 + look.teeth_missing_per_year * (row["age"] - 40), 0.0, look.teeth_missing_max))
     xs = xc + half * np.sign(np.linspace(-1, 1, 16)) * np.abs(np.linspace(-1, 1, 16)) ** 0.8 * 0.95
     for arch in (0, 1):
         for i, x_t in enumerate(xs):
             if rng.random() < miss:
                 continue
             ci = int(np.clip(x_t, 0, Wk - 1))
-            wt = (4.0 + 3.0 * abs(i - 7.5) / 7.5) / mm_h / 2       # half-width: incisors to molars
+            wt = (look.tooth_width_mm[0] + (look.tooth_width_mm[1] - look.tooth_width_mm[0]) * abs(i - 7.5) / 7.5) / mm_h / 2       # half-width: incisors to molars
             cr = crest[0, ci] if np.ndim(crest) else crest
-            root = rng.uniform(12, 17) / mm_v
-            crown = rng.uniform(7, 9) / mm_v
+            root = rng.uniform(*look.root_mm_range) / mm_v
+            crown = rng.uniform(*look.crown_mm_range) / mm_v
             if arch == 0:
                 top, bot, apex_down = cr - crown, cr + root, True
             else:
-                occl = cr - crown - rng.uniform(0, 3)
+                occl = cr - crown - rng.uniform(*look.occlusal_gap_mm_range)
                 top, bot, apex_down = occl - crown - root, occl, False
             r0, r1 = int(max(np.floor(top), 0)), int(min(np.ceil(bot) + 2, Hk))
             c0, c1 = int(max(np.floor(x_t - wt - 3), 0)), int(min(np.ceil(x_t + wt + 4), Wk))
@@ -480,28 +545,28 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
             taper = np.where(rootpart, 1 - 0.65 * np.clip((along - crown / (bot - top)) / (1 - crown / (bot - top)), 0, 1), 1.0)
             dist = np.abs(uu - x_t) / (wt * taper)
             inside = (dist < 1) & (along >= 0) & (along <= 1)
-            add = np.where(inside, np.where(rootpart, 0.05, 0.28), 0.0)
-            add = add - 0.03 * ((dist >= 1) & (dist < 1 + 2 / max(wt, 1)) & rootpart & (along <= 1.02))
-            add = add - 0.03 * (inside & rootpart & (dist < 0.18))
+            add = np.where(inside, np.where(rootpart, look.tooth_root, look.tooth_crown), 0.0)
+            add = add - look.tooth_lines * ((dist >= 1) & (dist < 1 + 2 / max(wt, 1)) & rootpart & (along <= 1.02))
+            add = add - look.tooth_lines * (inside & rootpart & (dist < 0.18))
             img[r0:r1, c0:c1] += _blur(add.astype(np.float32), 0.7)
 
     # cervical spine ghost over the midline: a wide block with sharp sides (the vertebral bodies,
     # their walls and spongy bone), over the whole height, with a few airway and vertebral edges
     amp = float(np.exp(np.clip(rng.normal(0.0, look.spine_sd), -2.5, 1.0))) * look.spine   # up to e x the median
     sw = look.spine_width_px * float(np.exp(np.clip(rng.normal(0.0, look.spine_width_sd), -2.0, 2.0))) / 2
-    sc = xa + rng.normal(0, 10)
+    sc = xa + rng.normal(0, look.spine_shift_sd_px)
     band = np.exp(-np.minimum(np.abs((u - sc) / sw), 6.0) ** look.spine_edge)   # capped: no overflow
-    walls = np.exp(-((np.abs(u - sc) - 0.95 * sw) / 4.0) ** 2)
-    vert = 1 + look.spine_rows * np.sin(2 * np.pi * v / rng.uniform(60, 95) + rng.uniform(0, 6.3))
-    lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-1.2, 1.2) * sw) / rng.uniform(4, 15)) ** 2)
+    walls = np.exp(-((np.abs(u - sc) - 0.95 * sw) / look.spine_wall_px) ** 2)
+    vert = 1 + look.spine_rows * np.sin(2 * np.pi * v / rng.uniform(*look.spine_period_px_range) + rng.uniform(0, 6.3))
+    lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-1.2, 1.2) * sw) / rng.uniform(*look.spine_line_px_range)) ** 2)
                 for _ in range(rng.integers(1, 5)))
     spongy = random_field(rng, (Hk, Wk), (1 / 150, 1 / 8), 2.0)
     fade = 1.0 if look.spine_below == 1 else np.where(below, look.spine_below, 1.0).astype(np.float32)
-    img = img + amp * fade * (band * (1 + look.spine_texture * spongy) + 0.3 * walls + lines) * vert
+    img = img + amp * fade * (band * (1 + look.spine_texture * spongy) + look.spine_walls * walls + lines) * vert
     if look.spine_streaks > 0:
         reach = np.exp(-((u - sc) / (look.streak_spread * sw)) ** 2)
         streaks = random_field(rng, (1, Wk), (1 / 150, 1 / look.streak_px), 1.0) * (
-            1 + 0.5 * random_field(rng, (Hk, 1), (1 / 400, 1 / 100), 1.0))
+            1 + look.streak_rows * random_field(rng, (Hk, 1), (1 / 400, 1 / 100), 1.0))
         img = img + amp * fade * look.spine_streaks * reach * streaks
     # other superimposed soft tissues of the neck: broad vertical shadows
     img = img + look.neck_shadow * rng.uniform(*look.neck_shadow_range) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
@@ -511,7 +576,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     for side in (-1, 1):
         hx = xc + side * look.hyoid_x_px * rng.uniform(*look.hyoid_x_range)
         hy = b[0, int(np.clip(hx, 0, Wk - 1))] + look.hyoid_depth_px * rng.uniform(*look.hyoid_depth_range)
-        ang = side * rng.uniform(-0.1, 0.4)
+        ang = side * rng.uniform(*look.hyoid_angle_range)
         la = look.hyoid_length_px * rng.uniform(*look.hyoid_length_range)
         lb = look.hyoid_thickness_px * rng.uniform(*look.hyoid_thickness_range)
         gain_h = rng.uniform(*look.hyoid_range)
@@ -522,18 +587,18 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
                 du, dv = u[:, c0:c1] - hx, v[r0:r1] - hy
                 r2 = ((du * np.cos(ang) + dv * np.sin(ang)) / la) ** 2 + ((-du * np.sin(ang) + dv * np.cos(ang)) / lb) ** 2
                 shell = (r2 < 1).astype(np.float32) - look.hyoid_core * (r2 < look.hyoid_marrow)
-                img[r0:r1, c0:c1] += look.hyoid * gain_h * _blur(shell, 2.0)
+                img[r0:r1, c0:c1] += look.hyoid * gain_h * _blur(shell, look.hyoid_blur_px)
 
     # acquisition: unsharpness, gain, offset, gamma; then full-size noise with a detector blur
     img = _blur(img.astype(np.float32), look.blur_px * rng.uniform(*look.blur_range) * d)
-    gain = max(rng.normal(1.0, look.gain_sd), 0.3) * (0.75 if row["low_contrast"] else 1.0)
+    gain = max(rng.normal(1.0, look.gain_sd), look.gain_min) * (look.low_contrast_gain if row["low_contrast"] else 1.0)
     img = gain * img + rng.normal(0, look.offset_sd)
     # the detector's toe: low exposures are compressed smoothly toward black, not clipped
     img = look.toe * np.logaddexp(np.float32(0), img / np.float32(look.toe))
     img = np.clip(img, 0.0, 1.0) ** rng.uniform(*look.gamma_range)
     full = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
     # a scanning sensor's column-to-column gain differences, and an unexposed strip at the bottom
-    full *= np.float32(1) + look.column_noise * rng.uniform(0.0, 2.0) * rng.standard_normal((1, W), dtype=np.float32)
+    full *= np.float32(1) + look.column_noise * rng.uniform(*look.column_noise_range) * rng.standard_normal((1, W), dtype=np.float32)
     if rng.random() < p.bottom_strip_prob:  # below the chin: it never hides the border
         lo, hi = p.bottom_strip_gap
         gap = lo if hi == lo else rng.uniform(lo, hi)
