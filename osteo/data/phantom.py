@@ -446,7 +446,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     radius = look.radius_mm * rng.uniform(*look.radius_range) * (1 + rng.uniform(*look.radius_anterior_range) * ant)
     plate = rng.uniform(*look.plate_mm_range) * (1 + look.plate_anterior * ant)
     in_body = np.abs(s) < 1.45
-    body = in_body / (1 + np.exp(np.clip((crest - v) / look.crest_fade_px, -30, 30)))           # fades out at the crest
+    body = in_body / (1 + np.exp(np.clip((crest - v) / look.crest_fade_px, -30, 30)))   # fades out at the crest
     ramus = ((np.abs(s) >= 1.25) & (np.abs(s) < 1.6) & (v > b - 420)).astype(np.float32)
     body = np.maximum(body, ramus * (v <= b)).astype(np.float32)
 
@@ -472,8 +472,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         ci = int(np.clip(cu, 0, Wk - 1))
         frac = rng.uniform(*(look.lacuna_site_c2_range if k == "C2" else look.lacuna_site_c3_range))
         ct = cw_u[0, ci] * frac                        # depth of its centre, mm
-        hu = rng.uniform(*look.lacuna_length_mm_range) / mm_h              # half-length along the border, px
-        ht = rng.uniform(*look.lacuna_height_range) * cw_u[0, ci] / mm_v    # half-height, px
+        hu = rng.uniform(*look.lacuna_length_mm_range) / mm_h            # half-length along the border, px
+        ht = rng.uniform(*look.lacuna_height_range) * cw_u[0, ci] / mm_v  # half-height, px
         cv_ = b[0, ci] - ct / mm_v
         r0, r1 = int(max(cv_ - ht - 2, 0)), int(min(cv_ + ht + 3, Hk))
         c0, c1 = int(max(cu - hu - 2, 0)), int(min(cu + hu + 3, Wk))
@@ -507,8 +507,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     img = soft + body * (bone + look.anterior * rng.uniform(*look.anterior_range) * ant)
     # the mandibular canal: two thin bright walls along the body, behind the mental foramen
     dc = look.canal_depth_mm * rng.uniform(*look.canal_depth_range) + rng.uniform(*look.canal_rise_mm_range) * np.clip(np.abs(s) - 0.5, 0, None)
-    rc = rng.uniform(*look.canal_radius_mm_range)                             # the canal's radius, mm
-    start = rng.uniform(*look.canal_start_range, size=2)                  # where it begins, in border half-widths (left, right)
+    rc = rng.uniform(*look.canal_radius_mm_range)         # the canal's radius, mm
+    start = rng.uniform(*look.canal_start_range, size=2)  # where it begins, in border half-widths (left, right)
     canal_gain = rng.uniform(*look.canal_walls_range)
     if look.canal_walls > 0:
         along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / 0.04, -30, 30)))
@@ -520,13 +520,14 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # lower teeth: roots from the crest down 12-17 mm (dentin slightly denser than bone, a dark
     # periodontal line and canal), crowns above; upper crowns and roots above them
     miss = float(np.clip(look.teeth_missing_at_40 + look.teeth_missing_per_year * (row["age"] - 40), 0.0, look.teeth_missing_max))
+    w0, w1 = look.tooth_width_mm   # incisors to molars
     xs = xc + half * np.sign(np.linspace(-1, 1, 16)) * np.abs(np.linspace(-1, 1, 16)) ** 0.8 * 0.95
     for arch in (0, 1):
         for i, x_t in enumerate(xs):
             if rng.random() < miss:
                 continue
             ci = int(np.clip(x_t, 0, Wk - 1))
-            wt = (look.tooth_width_mm[0] + (look.tooth_width_mm[1] - look.tooth_width_mm[0]) * abs(i - 7.5) / 7.5) / mm_h / 2       # half-width: incisors to molars
+            wt = (w0 + (w1 - w0) * abs(i - 7.5) / 7.5) / mm_h / 2   # half-width
             cr = crest[0, ci] if np.ndim(crest) else crest
             root = rng.uniform(*look.root_mm_range) / mm_v
             crown = rng.uniform(*look.crown_mm_range) / mm_v
