@@ -2,7 +2,7 @@
 
     python benchmarks/phantom_realism.py --real ../shared/real-dpr/abdi-dev [--n 160] [--seed 7]
         [--phantom-dir DIR] [--framing-spread 0] [--look look.json] [--params params.json]
-        [--out outputs/realism] [--no-cnn]
+        [--out outputs/realism] [--no-cnn] [--reference]
 
 ``--real``: a folder of real DPRs (searched recursively), one whose ``images/`` holds them (the
 layout of ``shared/real-dpr/abdi-dev``, whose ``masks-*/`` are left alone), or a manifest CSV with
@@ -20,9 +20,16 @@ stratified 5-fold cross-validation, repeated over 5 shuffles (mean and range pri
 - a small CNN on the ROI at half scale (4 conv blocks, global pooling; 30 epochs, Adam),
   per-image standardised so that it must find texture, not brightness. Reported as it is.
 
+``--reference`` gives the texture test's scale: the same test between the real DPRs and
+themselves after one small acquisition-chain change each (``CHAIN_CHANGES``: gamma, noise, an
+unsharp mask, Gaussian blurs of 0.5 and 0.7 pixels, 1.25x larger pixels, JPEG at quality 75;
+applied at full size, before the finder). The two versions of an image stay in one fold, so an
+unchanged copy reads 0.5; the anatomy is the same on both sides, which makes these pairs easier
+to tell apart than two sets of different patients would be.
+
 Writes under --out: ``sheet.png`` (real ROIs above, phantom ROIs below, same count),
 ``curves.png`` (mean row profile and radial power spectrum of both, with 10-90 % bands) and
-``realism.json`` (every figure printed). Phantoms are generated into --phantom-dir (a temporary
+``realism.json`` (every figure printed, the reference's under ``reference``). Phantoms are generated into --phantom-dir (a temporary
 folder by default) with the shipped generator's defaults, or the ``Look`` fields of ``--look``
 (e.g. ``benchmarks/looks/*.json``, looks measured and not shipped) and the ``PhantomParams``
 fields of ``--params`` (e.g. ``benchmarks/params/dev-framing.json``: the dev DPRs' framing, whose
@@ -209,19 +216,102 @@ def feature_names() -> list[str]:
             + [f"col{i}" for i in range(PROFILE_BINS)] + [f"p{q}" for q in (5, 25, 50, 75, 95)])
 
 
-def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5) -> list[float]:
+def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
+           groups: np.ndarray | None = None) -> list[float]:
     """Out-of-fold AUC of ``fit_predict(X_train, y_train, X_test) -> scores`` over stratified
-    5-fold splits, one AUC per shuffle seed."""
+    5-fold splits, one AUC per shuffle seed. With ``groups`` ([n]), the rows of one group stay in
+    one fold (``StratifiedGroupKFold``): an image's two versions are never split across train and test."""
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     aucs = []
     for r in range(repeats):
         s = np.zeros(len(y))
-        for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(X, y):
+        folds = (StratifiedKFold(5, shuffle=True, random_state=r).split(X, y) if groups is None
+                 else StratifiedGroupKFold(5, shuffle=True, random_state=r).split(X, y, groups))
+        for tr, te in folds:
             s[te] = fit_predict(X[tr], y[tr], X[te])
         aucs.append(float(roc_auc_score(y, s)))
     return aucs
+
+
+# Small acquisition-chain changes, applied to the real DPRs themselves (full size, before the
+# finder): the scale on which the phantoms' texture AUC reads. Each is smaller than the
+# differences between DPR devices (their pixels, 0.08-0.13 mm; their vendors' sharpening and
+# export). name: (kind, amount); see ``chain_change``.
+CHAIN_CHANGES = {
+    "gamma 0.9": ("gamma", 0.9),
+    "noise, SD 1 grey level": ("noise", 1.0),
+    "unsharp mask, 0.3 at 2 px": ("unsharp", 0.3),
+    "Gaussian blur, 0.5 px": ("blur", 0.5),
+    "Gaussian blur, 0.7 px": ("blur", 0.7),
+    "pixels 1.25x larger": ("pixels", 0.8),
+    "JPEG, quality 75": ("jpeg", 75),
+}
+UNSHARP_SIGMA_PX = 2.0   # the unsharp mask's Gaussian (full-size pixels)
+
+
+def chain_change(g: np.ndarray, kind: str, amount: float, seed: int = 0) -> tuple[np.ndarray, float]:
+    """One DPR (uint8 (H, W), full size) after one acquisition-chain change, and the factor by
+    which its pixel spacing grows. ``kind``: 'gamma' (grey ** amount), 'noise' (Gaussian, SD
+    ``amount`` grey levels; ``seed``), 'unsharp' (``amount`` times the detail above a Gaussian of
+    ``UNSHARP_SIGMA_PX``), 'blur' (Gaussian, sigma ``amount`` pixels), 'pixels' (resized by
+    ``amount``, bilinear) or 'jpeg' (re-encoded at quality ``amount``)."""
+    import io
+
+    import cv2
+
+    x = g.astype(np.float32)
+    if kind == "gamma":
+        x = 255.0 * (x / 255.0) ** amount
+    elif kind == "noise":
+        x = x + np.random.default_rng(seed).normal(0.0, amount, x.shape)
+    elif kind == "unsharp":
+        x = x + amount * (x - cv2.GaussianBlur(x, (0, 0), UNSHARP_SIGMA_PX))
+    elif kind == "blur":
+        x = cv2.GaussianBlur(x, (0, 0), amount) if amount > 0 else x
+    elif kind == "pixels":
+        h, w = g.shape
+        return np.asarray(Image.fromarray(g).resize((round(w * amount), round(h * amount)), Image.BILINEAR)), 1 / amount
+    elif kind == "jpeg":
+        buf = io.BytesIO()
+        Image.fromarray(g).save(buf, "JPEG", quality=int(amount))
+        return np.asarray(Image.open(buf).convert("L")), 1.0
+    else:
+        raise ValueError(f"unknown chain change {kind!r}")
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8), 1.0
+
+
+def reference_aucs(files: list[Path], roi: dict, anatomy: dict, changes: dict = CHAIN_CHANGES,
+                   repeats: int = 5, pixel_mm: float = 0.1) -> dict:
+    """The texture two-sample AUC between real DPRs ``files`` and the same DPRs after each of
+    ``changes`` (``CHAIN_CHANGES``' form), on ROIs the finder places on each version. Paired:
+    5-fold splits keep an image's two versions in one fold (identical versions read 0.5).
+    Returns {name: {"mean", "min", "max", "pairs"}}; a change with fewer than ``MIN_ROIS`` placed
+    pairs is left out."""
+    images = [read_gray(f) for f in files]
+    base = [cut_roi(g, roi, anatomy, pixel_mm)[0] for g in images]
+    out = {}
+    for name, (kind, amount) in changes.items():
+        t0 = time.perf_counter()
+        X0, X1 = [], []
+        for i, (g, r0) in enumerate(zip(images, base)):
+            h, grow = chain_change(g, kind, amount, seed=i)
+            r1 = cut_roi(h, roi, anatomy, pixel_mm * grow)[0]
+            if r0 is not None and r1 is not None:
+                X0.append(texture_features(r0))
+                X1.append(texture_features(r1))
+        n = len(X0)
+        if n < MIN_ROIS:
+            print(f"  {name}: {n} pairs placed, fewer than {MIN_ROIS} (left out)")
+            continue
+        X = np.array(X0 + X1)
+        y = np.r_[np.ones(n), np.zeros(n)].astype(int)
+        aucs = cv_auc(X, y, logistic, repeats, groups=np.r_[np.arange(n), np.arange(n)])
+        out[name] = {"mean": float(np.mean(aucs)), "min": min(aucs), "max": max(aucs), "pairs": n}
+        print(f"  {name:28s} {np.mean(aucs):.3f} ({min(aucs):.3f} to {max(aucs):.3f}; {n} pairs, "
+              f"{time.perf_counter() - t0:.0f} s)")
+    return out
 
 
 def logistic(X_tr, y_tr, X_te, C: float = 1.0):
@@ -328,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantom-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("outputs/realism"))
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN two-sample test")
+    ap.add_argument("--reference", action="store_true",
+                    help="also measure the texture test between the real DPRs and themselves after small "
+                         "acquisition-chain changes (CHAIN_CHANGES): the scale the phantoms' AUC reads on")
     ap.add_argument("--look", type=Path, default=None, help="JSON of Look fields (default: the shipped Look)")
     ap.add_argument("--params", type=Path, default=None,
                     help="JSON of PhantomParams fields (default: the generator's; n and seed from the flags)")
@@ -382,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         res["cnn_auc"] = {"mean": float(np.mean(cnn)), "min": min(cnn), "max": max(cnn)}
         print(f"two-sample AUC, small CNN on standardised half-scale ROIs: {np.mean(cnn):.3f} "
               f"(2 shuffles: {min(cnn):.3f} to {max(cnn):.3f}; {time.perf_counter() - t1:.0f} s)")
+    if a.reference:
+        print(f"reference: the same texture test between the {len(real_files)} real DPRs and themselves after one small "
+              "acquisition-chain change (full size, before the finder; paired 5-fold, 5 shuffles):")
+        res["reference"] = reference_aucs(real_files, roi, anatomy)
     rng = np.random.default_rng(0)
     sheet(real[rng.permutation(len(real))], phantom[rng.permutation(len(phantom))], a.out / "sheet.png")
     curves(real, phantom, a.out / "curves.png")

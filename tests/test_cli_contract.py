@@ -315,11 +315,16 @@ def test_realism_benchmark_takes_a_plain_folder_of_dprs(tmp_path):
         shutil.copy(f, real / "2026" / f.name)
     (real / "notes.txt").write_text("not an image")
     r = subprocess.run([sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real), "--n", "5",
-                        "--no-cnn", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+                        "--no-cnn", "--reference", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "out" / "realism.json").read_text())
     assert res["n_real"] == 5 and res["n_phantom"] == 5
     assert 0.0 <= res["texture_auc"]["mean"] <= 1.0
+    # --reference: the real set against itself after each acquisition-chain change, 5 pairs each
+    assert "JPEG, quality 75" in res["reference"] and "Gaussian blur, 0.7 px" in res["reference"]
+    assert all(v["pairs"] == 5 and 0.0 <= v["min"] <= v["mean"] <= v["max"] <= 1.0 for v in res["reference"].values())
+    assert "reference: the same texture test" in r.stdout
     assert (tmp_path / "out" / "sheet.png").stat().st_size > 0 and (tmp_path / "out" / "curves.png").exists()
 
 
