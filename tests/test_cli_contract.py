@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -256,6 +257,25 @@ def test_phantom_bad_options(args, text, tmp_path, capsys):
     rc = run_cli(phantom.main, args + ["--out", str(tmp_path / "ph")])
     err = capsys.readouterr().err
     assert rc == 2 and text in err and not (tmp_path / "ph").exists()
+
+
+def test_phantom_takes_params_and_look_files(tmp_path, capsys):
+    """--params sets PhantomParams fields from JSON (the flags win over it), --look Look fields;
+    a field that is not one is a one-line user error, and nothing is written."""
+    (tmp_path / "p.json").write_text('{"n": 9, "seed": 4, "chin_row": [560, 0, 560, 560]}')
+    (tmp_path / "l.json").write_text('{"noise": 0.0}')
+    rc = run_cli(phantom.main, ["--n", "2", "--params", str(tmp_path / "p.json"), "--look", str(tmp_path / "l.json"),
+                                "--out", str(tmp_path / "ph"), "--workers", "1"])
+    assert rc == 0
+    info = json.loads((tmp_path / "ph" / "phantom.json").read_text())
+    assert info["params"]["n"] == 2 and info["params"]["seed"] == 4 and info["look"]["noise"] == 0.0
+    m = pd.read_csv(tmp_path / "ph" / "manifest.csv")
+    assert len(m) == 2 and np.allclose(m["border_yc"] / (m["height"] / 630), 560.0)
+    (tmp_path / "bad.json").write_text('{"chin_rows": [560, 0, 560, 560]}')
+    rc = run_cli(phantom.main, ["--n", "2", "--params", str(tmp_path / "bad.json"), "--out", str(tmp_path / "ph2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not fields of PhantomParams: chin_rows" in err and "Traceback" not in err
+    assert not (tmp_path / "ph2").exists()
 
 
 def test_phantom_out_is_a_file(tmp_path, capsys):

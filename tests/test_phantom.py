@@ -4,6 +4,7 @@ signal in the cortex (not the background), and matches the configured statistics
 import hashlib
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from osteo.config import compose
 from osteo.data.images import read_gray
-from osteo.data.phantom import PhantomParams, border_y, generate, oracle_auc, sample_subjects
+from osteo.data.phantom import WORK_WH, PhantomParams, border_y, generate, oracle_auc, sample_subjects
 
 
 def digest_dir(d):
@@ -288,6 +289,43 @@ def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):
             continue
         with pytest.raises(ValueError, match=re.escape(text)):
             read_params(bad)
+
+
+def test_subject_draws_are_params_fields(tmp_path, caplog):
+    """The subjects' numbers (T-score draws, limits, Klemetti cuts, the border's framing) are
+    ``PhantomParams`` fields: a params JSON sets them (quadruples as lists of four), they change
+    the draws as they say, and a set recorded before they were fields is reused, not drawn again."""
+    import logging
+
+    from osteo.data.phantom import ensure_phantom, read_params
+
+    f = tmp_path / "p.json"
+    f.write_text('{"chin_row": [560, 0, 560, 560], "border_square_share": [1, 1], "klemetti_cuts": [9, 9]}')
+    p = read_params(f, n=40, seed=2)
+    assert p.chin_row == (560, 0, 560, 560)
+    df = sample_subjects(p)
+    sy = df["height"] / WORK_WH[1]
+    assert np.allclose(df["border_yc"] / sy, 560.0) and (df["border_c"] == 0).all() and (df["klemetti"] == "C1").all()
+    # one unit of framing spread adds the *_spread fields: a chin row of 560 + 10, exactly
+    wide = sample_subjects(replace(p, framing_spread=1.0, chin_row_spread=(10.0, 0.0, 10.0, 10.0)))
+    assert np.allclose(wide["border_yc"] / (wide["height"] / WORK_WH[1]), 570.0)
+    assert not np.allclose(sample_subjects(PhantomParams(n=40, seed=2))["border_yc"] / sy, 560.0)
+    f.write_text('{"chin_row": [560, 0]}')
+    with pytest.raises(ValueError, match=re.escape("chin_row = [560, 0]: give a list of four numbers")):
+        read_params(f)
+
+    out = tmp_path / "ph"
+    ensure_phantom(out, workers=1, n=3, seed=3)
+    info = json.loads((out / "phantom.json").read_text())
+    old = {k: v for k, v in info["params"].items() if k not in ("chin_row", "border_rise", "klemetti_cuts", "t_osteoporosis_sd")}
+    (out / "phantom.json").write_text(json.dumps({**info, "params": old}))
+    (out / "images" / "dpr_0000.png").write_bytes(b"stale")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="osteo"):
+        ensure_phantom(out, workers=1, n=3, seed=3)   # drawn with those fields' defaults: reused
+    assert (out / "images" / "dpr_0000.png").read_bytes() == b"stale" and not caplog.records
+    ensure_phantom(out, workers=1, n=3, seed=3, chin_row=(575.0, 5.0, 568.0, 592.0))   # another value: drawn again
+    assert (out / "images" / "dpr_0000.png").read_bytes() != b"stale"
 
 
 def test_the_bottom_strip_keeps_its_gap_below_the_chin():

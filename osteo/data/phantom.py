@@ -14,7 +14,11 @@ Geometry: the inferior border in original pixels is
 ``framing_spread=1`` widens it to the multi-device spread measured on real DPRs
 (shared/dpr-geometry.md).
 
-    python -m osteo.data.phantom --n 680 --out DIR --seed 0
+    python -m osteo.data.phantom --n 680 --out DIR --seed 0 [--params P.json] [--look L.json]
+
+``--params`` sets any ``PhantomParams`` field from JSON (the border's framing among them:
+``chin_row``, ``border_rise``, ``border_tilt_rows``, ``border_xc``, ``border_halfwidth``,
+``border_square_share``), ``--look`` any ``Look`` field.
 """
 
 from __future__ import annotations
@@ -74,6 +78,29 @@ class PhantomParams:
     chin_gap_rows: tuple | None = None  # (lo, hi): the image ends this many rows of 1200 x 630 below the chin
     # (drawn uniformly) instead of the default framing's chin row; the dev DPRs end 2-39 rows below it
     # (benchmarks/params/dev-framing.json), so their placed boxes run past the bottom edge (black rows)
+    # the subjects' draws (sample_subjects)
+    t_no_osteoporosis: tuple = (-1.0, 0.9)   # T-score above the threshold: normal (mean, SD), redrawn below it
+    t_osteoporosis_sd: float = 0.7    # T-score at or below it: the threshold minus a half-normal of this SD
+    cw_range_mm: tuple = (0.8, 6.5)   # cortical width's limits (mm)
+    klemetti_cuts: tuple = (1.9, 2.9)  # erosion score (-T plus its noise) where C2 and C3 begin
+    bvf_at_t0: float = 0.52           # trabecular bone volume fraction at T = 0
+    bvf_range: tuple = (0.2, 0.7)     # its limits
+    height_px: tuple = (685, 1348)    # original image heights' limits (width times ``aspect``)
+    # the border's framing in the 1200 x 630 frame (rows and columns): (mean, SD, low, high) of a
+    # clipped normal for one device, and what one unit of ``framing_spread`` adds to each; spreads
+    # of 1 are those of shared/dpr-geometry.md (rise + tilt up to 134 rows across x = 250..950, it
+    # measured 43..137, median 86; 17 of its 18 borders fit a 140-row box with margins)
+    chin_row: tuple = (580.0, 5.0, 568.0, 592.0)       # the border's lowest row (without tilt)
+    chin_row_spread: tuple = (3.0, 12.0, -28.0, 22.0)
+    border_rise: tuple = (72.0, 6.0, 55.0, 88.0)      # its rise from the chin to one half-width out
+    border_rise_spread: tuple = (13.0, 14.0, -15.0, 30.0)
+    border_tilt_rows: tuple = (0.0, 3.0, -6.0, 6.0)    # its tilt: rows at one half-width out (+ right lower)
+    border_tilt_spread: tuple = (0.0, 5.0, -10.0, 10.0)
+    border_xc: tuple = (600.0, 5.0)                    # its centre column (mean, SD)
+    border_xc_spread: tuple = (12.0, 7.0)
+    border_halfwidth: tuple = (350.0, 8.0)             # its half-width (mean, SD)
+    border_halfwidth_spread: tuple = (0.0, 4.0)
+    border_square_share: tuple = (0.7, 0.85)           # the s**2 share of the rise (the rest is s**4), drawn uniformly
 
 
 @dataclass(frozen=True)
@@ -270,6 +297,14 @@ LOOK = Look()
 
 # ----------------------------------------------------------------------------- subjects
 
+def _framed(rng: np.random.Generator, one_device: tuple, per_spread: tuple, spread: float) -> float:
+    """A normal draw (mean, SD), clipped to (low, high) where given: ``one_device`` plus
+    ``spread`` times ``per_spread``, entry by entry (``PhantomParams``' framing fields)."""
+    mean, sd, *lim = (a + spread * b for a, b in zip(one_device, per_spread))
+    x = rng.normal(mean, sd)
+    return float(np.clip(x, *lim)) if lim else float(x)
+
+
 def sample_subjects(p: PhantomParams) -> pd.DataFrame:
     """Draw the subjects (no pixels): demographics, T-score, cortex and geometry.
 
@@ -284,33 +319,30 @@ def sample_subjects(p: PhantomParams) -> pd.DataFrame:
     for i, y in enumerate(label):
         sex = "F" if rng.random() < p.female_frac[y] else "M"
         age = float(np.clip(rng.normal(p.age_mean[y], p.age_sd[y]), *p.age_range))
-        if y == 0:  # T above the threshold
-            t = rng.normal(-1.0, 0.9)
+        if y == 0:  # T above the threshold (one decimal, at least 0.1 above it)
+            t = rng.normal(*p.t_no_osteoporosis)
             while t <= p.t_threshold + 0.05:
-                t = rng.normal(-1.0, 0.9)
+                t = rng.normal(*p.t_no_osteoporosis)
             t = max(round(t, 1), p.t_threshold + 0.1)
         else:       # half-normal below it
-            t = min(round(p.t_threshold - abs(rng.normal(0.0, 0.7)), 1), p.t_threshold)
+            t = min(round(p.t_threshold - abs(rng.normal(0.0, p.t_osteoporosis_sd)), 1), p.t_threshold)
         cw = p.cw_at_t_minus1_mm + p.cw_per_t_mm * (t + 1.0) + rng.normal(0, p.cw_noise_mm * d)
-        cw = float(np.clip(cw, 0.8, 6.5))
+        cw = float(np.clip(cw, *p.cw_range_mm))
         erosion = -t + rng.normal(0, p.erosion_noise * d)
-        klemetti = "C1" if erosion < 1.9 else ("C2" if erosion < 2.9 else "C3")
-        bvf = float(np.clip(0.52 + p.bvf_per_t * t + rng.normal(0, p.bvf_noise * d), 0.2, 0.7))  # trabecular density
+        klemetti = "C1" if erosion < p.klemetti_cuts[0] else ("C2" if erosion < p.klemetti_cuts[1] else "C3")
+        bvf = float(np.clip(p.bvf_at_t0 + p.bvf_per_t * t + rng.normal(0, p.bvf_noise * d), *p.bvf_range))  # trabecular density
         W = int(rng.integers(p.width_px[0], p.width_px[1] + 1))
-        H = int(np.clip(round(W * rng.uniform(*p.aspect)), 685, 1348))
-        s = p.framing_spread
+        H = int(np.clip(round(W * rng.uniform(*p.aspect)), *p.height_px))
         # geometry in the 1200x630 frame, then to original pixels
         if p.chin_gap_rows is None:
-            yc = np.clip(rng.normal(580 + 3 * s, 5 + s * 12), 568 - 28 * s, 592 + 22 * s)
+            yc = _framed(rng, p.chin_row, p.chin_row_spread, p.framing_spread)
         else:
             yc = WORK_WH[1] - rng.uniform(*p.chin_gap_rows)
-        # spans (rise + tilt) up to 134 rows across x = 250..950: dpr-geometry.md measured 43..137
-        # (median 86), and 17 of its 18 borders fit a 140-row box with margins
-        rise = np.clip(rng.normal(72 + 13 * s, 6 + s * 14), 55 - 15 * s, 88 + 30 * s)
-        tilt = np.clip(rng.normal(0, 3 + 5 * s), -6 - 10 * s, 6 + 10 * s)
-        xc = rng.normal(600 + 12 * s, 5 + 7 * s)
-        half = rng.normal(350, 8 + 4 * s)
-        a_frac = rng.uniform(0.7, 0.85)
+        rise = _framed(rng, p.border_rise, p.border_rise_spread, p.framing_spread)
+        tilt = _framed(rng, p.border_tilt_rows, p.border_tilt_spread, p.framing_spread)
+        xc = _framed(rng, p.border_xc, p.border_xc_spread, p.framing_spread)
+        half = _framed(rng, p.border_halfwidth, p.border_halfwidth_spread, p.framing_spread)
+        a_frac = rng.uniform(*p.border_square_share)
         sx, sy = W / WORK_WH[0], H / WORK_WH[1]
         rows.append(dict(
             patient_id=f"P{i:04d}", label=int(y), t_score=float(t), sex=sex, age=round(age, 1),
@@ -620,10 +652,13 @@ class FieldsFileError(ValueError):
     of ``{"field": value}``, a name that is not a field, or a value of the wrong kind."""
 
 
+NUMBER_WORDS = {2: "two", 4: "four"}   # for the messages of _read_fields
+
+
 def _read_fields(path: str | Path, cls: type) -> dict:
     """The ``{"field": value}`` of a JSON file, checked against the fields of dataclass ``cls``
-    (numbers for number fields, whole numbers for whole-number ones, lists of numbers for pairs,
-    returned as tuples). Raises FieldsFileError naming the file and the field."""
+    (numbers for number fields, whole numbers for whole-number ones, lists of as many numbers for
+    pairs and quadruples, returned as tuples). Raises FieldsFileError naming the file and the field."""
     what = cls.__name__
     try:
         values = json.loads(Path(path).read_text())
@@ -652,9 +687,10 @@ def _read_fields(path: str | Path, cls: type) -> dict:
             ok, kind = isinstance(v, int) and not isinstance(v, bool), "a whole number"
         elif isinstance(d, float):
             ok, kind = number(v), "a number"
-        else:   # a pair (tuple), or None where the field is optional
-            ok = (v is None and d is None) or (isinstance(v, list) and len(v) == 2 and all(number(x) for x in v))
-            kind = "a list of two numbers" + (" or null" if d is None else "")
+        else:   # a pair or a quadruple (tuple), or None where the field is optional (a pair)
+            size = 2 if d is None else len(d)
+            ok = (v is None and d is None) or (isinstance(v, list) and len(v) == size and all(number(x) for x in v))
+            kind = f"a list of {NUMBER_WORDS.get(size, size)} numbers" + (" or null" if d is None else "")
         if not ok:
             raise FieldsFileError(f"{path}: {k} = {json.dumps(v)}: give {kind}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -820,9 +856,14 @@ def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) ->
     info = out / "phantom.json"
 
     want = json.loads(json.dumps(asdict(p)))   # the parameters as phantom.json holds them
+    # a field that a set's record lacks is one added since: the set was drawn with its default
+    defaults = json.loads(json.dumps(asdict(PhantomParams())))
 
     def recorded() -> dict:
-        return json.loads(info.read_text()) if (out / "manifest.csv").exists() and info.exists() else {}
+        r = json.loads(info.read_text()) if (out / "manifest.csv").exists() and info.exists() else {}
+        if isinstance(r.get("params"), dict):
+            r["params"] = {**defaults, **r["params"]}
+        return r
 
     def complete(r: dict) -> bool:
         return r.get("params") == want and r.get("generator") == generator_id()
@@ -844,27 +885,33 @@ def ensure_phantom(out_dir: str | Path, workers: int | None = None, **params) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=680, help="number of phantoms (default 680)")
+    ap.add_argument("--n", type=int, default=None, help="number of phantoms (default 680)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--difficulty", type=float, default=1.0)
-    ap.add_argument("--framing-spread", type=float, default=0.0,
+    ap.add_argument("--seed", type=int, default=None, help="(default 0)")
+    ap.add_argument("--difficulty", type=float, default=None, help="(default 1)")
+    ap.add_argument("--framing-spread", type=float, default=None,
                     help="0: one device (default); 1: multi-device spread of real DPRs")
+    ap.add_argument("--params", default=None,
+                    help="JSON of PhantomParams fields, e.g. a device's framing (benchmarks/params/dev-framing.json); "
+                         "the flags above win over it")
+    ap.add_argument("--look", default=None, help="JSON of Look fields (default: the shipped look)")
     ap.add_argument("--workers", type=int, default=None)
     a = ap.parse_args(argv)
     from osteo.cli import UserError, setup_logging
 
     setup_logging()
-    if a.n < 1:
-        raise UserError(f"--n {a.n}: give the number of phantoms to make (1 or more)")
-    if a.difficulty < 0 or a.framing_spread < 0:
+    given = {k: v for k, v in (("n", a.n), ("seed", a.seed), ("difficulty", a.difficulty),
+                               ("framing_spread", a.framing_spread)) if v is not None}
+    p = read_params(a.params, **given)
+    if p.n < 1:
+        raise UserError(f"--n {p.n}: give the number of phantoms to make (1 or more)")
+    if p.difficulty < 0 or p.framing_spread < 0:
         raise UserError("--difficulty and --framing-spread must be 0 or more")
     if a.workers is not None and a.workers < 1:
         raise UserError(f"--workers {a.workers}: give 1 or more")
     if Path(a.out).is_file():
         raise UserError(f"--out {a.out} is a file; give a folder for the images and manifest")
-    p = PhantomParams(n=a.n, seed=a.seed, difficulty=a.difficulty, framing_spread=a.framing_spread)
-    manifest = generate(a.out, p, workers=a.workers)
+    manifest = generate(a.out, p, workers=a.workers, look=read_look(a.look))
     info = json.loads((Path(a.out) / "phantom.json").read_text())
     log.info(f"wrote {p.n} phantoms and {manifest} in {info['seconds']} s ({info['workers']} workers)")
     o = info["oracle_auc"]
