@@ -29,8 +29,9 @@ to tell apart than two sets of different patients would be.
 
 Writes under --out: ``sheet.png`` (real ROIs above, phantom ROIs below, same count),
 ``curves.png`` (mean row profile and radial power spectrum of both, with 10-90 % bands) and
-``realism.json`` (every figure printed, the reference's under ``reference``). Phantoms are generated into --phantom-dir (a temporary
-folder by default) with the shipped generator's defaults, or the ``Look`` fields of ``--look``
+``realism.json`` (every figure printed, the reference's under ``reference``). Phantoms are
+generated into --phantom-dir (a temporary folder by default) with the shipped generator's
+defaults, or the ``Look`` fields of ``--look``
 (e.g. ``benchmarks/looks/*.json``, looks measured and not shipped) and the ``PhantomParams``
 fields of ``--params`` (e.g. ``benchmarks/params/dev-framing.json``: the dev DPRs' framing, whose
 images end 2-39 rows below the chin, so that the placed box runs past the bottom edge as it does
@@ -236,9 +237,9 @@ def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
 
 
 # Small acquisition-chain changes, applied to the real DPRs themselves (full size, before the
-# finder): the scale on which the phantoms' texture AUC reads. Each is smaller than the
-# differences between DPR devices (their pixels, 0.08-0.13 mm; their vendors' sharpening and
-# export). name: (kind, amount); see ``chain_change``.
+# finder): the scale on which the phantoms' texture AUC reads. Devices differ by more than any
+# one of them (the two of shared/ export images 2048 and 2600-3138 px wide, each with its own
+# processing). name: (kind, amount); see ``chain_change``.
 CHAIN_CHANGES = {
     "gamma 0.9": ("gamma", 0.9),
     "noise, SD 1 grey level": ("noise", 1.0),

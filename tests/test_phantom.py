@@ -255,7 +255,8 @@ def test_look_ranges_are_read_as_pairs_and_drawn_from(tmp_path):
 
 def test_anatomy_fields_are_look_fields_and_roots_end_above_the_border(tmp_path):
     """The anatomy's own sizes are Look fields (read from JSON as the others are): a denser root
-    changes the image, and only above the inferior border (the roots end in the bone above it)."""
+    changes the image, and only above the inferior border (the roots end in the bone above it); so
+    does another bone-fraction reference for the trabecular texture (the texture is in the bone)."""
     from osteo.data.phantom import border_y, read_look, render
 
     f = tmp_path / "look.json"
@@ -263,10 +264,14 @@ def test_anatomy_fields_are_look_fields_and_roots_end_above_the_border(tmp_path)
     look = read_look(f)
     assert look.root_mm_range == (12, 17) and look.tooth_root == 0.1
     p = PhantomParams(n=3, seed=3)
+    f.write_text('{"bvf_reference": 0.45}')   # the bone fraction at which the texture has its base cell and contrast
+    texture = read_look(f)
     for row in sample_subjects(p).to_dict("records"):
         changed_y, changed_x = np.nonzero(render(row, p) != render(row, p, look))
         assert len(changed_y) > 1000
         assert (changed_y < border_y(changed_x, row)).all()
+        changed_y, changed_x = np.nonzero(render(row, p) != render(row, p, texture))
+        assert len(changed_y) > 1000 and (changed_y < border_y(changed_x, row)).all()
 
 
 def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):

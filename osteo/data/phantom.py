@@ -187,7 +187,7 @@ class Look:
     noise_floor: float = 0.05        # quantum noise at grey 0, as a share of ``noise``
     noise_blur_px: float = 0.6       # the detector's blur of the quantum noise (Gaussian sigma, full-size pixels)
     noise_spread: float = 0.43       # per-image spread of the quantum noise (drawn uniformly within +- this share)
-    texture_bvf_slope: float = 1.6   # the trabecular texture's contrast gain per unit of volume fraction below 0.55
+    texture_bvf_slope: float = 1.6   # the trabecular texture's contrast gain per unit of volume fraction below ``bvf_reference``
     black_prob: float = 0.2923       # share of images whose display clips the darkest tissue to black
     black_level: float = 0.1         # the most grey cut off there (drawn uniformly up to it)
     spine_below: float = 0.7121      # the spine ghost's strength under the border, relative to above it
@@ -263,6 +263,7 @@ class Look:
     lacuna_blur_px: float = 1.2      # their edges' softness (Gaussian sigma)
     lacuna_rough: float = 0.5        # their irregularity (relative)
     coarse_per_bvf: float = 1.5      # how much the trabecular texture coarsens per unit of volume fraction lost
+    bvf_reference: float = 0.55      # the volume fraction at which the texture has its base cell size and contrast
     texture_theta_sd: float = 0.4    # spread of the trabecular texture's direction (radians)
     texture_band_px: tuple = (60.0, 4.0)   # the smooth field's largest and smallest structures (px)
     texture_beta: float = 1.6        # its spectral slope
@@ -518,7 +519,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
 
     # trabecular bone: band-limited anisotropic texture, coarser and more contrasted when sparse
     bvf = row["trabecular_bvf"]
-    coarse = 1.0 + look.coarse_per_bvf * (0.55 - bvf)
+    coarse = 1.0 + look.coarse_per_bvf * (look.bvf_reference - bvf)
     theta = rng.normal(0.0, look.texture_theta_sd)
     tex = random_field(rng, (Hk, Wk), (1 / (look.texture_band_px[0] * coarse), 1 / (look.texture_band_px[1] * coarse)),
                        look.texture_beta,
@@ -532,7 +533,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         net = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * wide), 1 / (0.5 * wide)), look.ridge_beta, 1.0)
                        / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
-    tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (0.55 - bvf), *look.texture_gain_clip)
+    tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (look.bvf_reference - bvf), *look.texture_gain_clip)
     tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
