@@ -290,18 +290,25 @@ def reference_aucs(files: list[Path], roi: dict, anatomy: dict, changes: dict = 
     5-fold splits keep an image's two versions in one fold (identical versions read 0.5).
     Returns {name: {"mean", "min", "max", "pairs"}}; a change with fewer than ``MIN_ROIS`` placed
     pairs is left out."""
-    images = [read_gray(f) for f in files]
-    base = [cut_roi(g, roi, anatomy, pixel_mm)[0] for g in images]
-    out = {}
-    for name, (kind, amount) in changes.items():
-        t0 = time.perf_counter()
-        X0, X1 = [], []
-        for i, (g, r0) in enumerate(zip(images, base)):
+    t0 = time.perf_counter()
+    pairs = {name: ([], []) for name in changes}     # texture features of (the original, the changed) ROIs
+    from tqdm import tqdm
+
+    for i, f in enumerate(tqdm(files, desc="reference", unit="img")):   # one image in memory at a time
+        g = read_gray(f)
+        r0 = cut_roi(g, roi, anatomy, pixel_mm)[0]
+        if r0 is None:
+            continue
+        x0 = texture_features(r0)
+        for name, (kind, amount) in changes.items():
             h, grow = chain_change(g, kind, amount, seed=i)
             r1 = cut_roi(h, roi, anatomy, pixel_mm * grow)[0]
-            if r0 is not None and r1 is not None:
-                X0.append(texture_features(r0))
-                X1.append(texture_features(r1))
+            if r1 is not None:
+                pairs[name][0].append(x0)
+                pairs[name][1].append(texture_features(r1))
+    print(f"  ({len(files)} images x {len(changes)} changes placed in {time.perf_counter() - t0:.0f} s)")
+    out = {}
+    for name, (X0, X1) in pairs.items():
         n = len(X0)
         if n < MIN_ROIS:
             print(f"  {name}: {n} pairs placed, fewer than {MIN_ROIS} (left out)")
@@ -310,8 +317,7 @@ def reference_aucs(files: list[Path], roi: dict, anatomy: dict, changes: dict = 
         y = np.r_[np.ones(n), np.zeros(n)].astype(int)
         aucs = cv_auc(X, y, logistic, repeats, groups=np.r_[np.arange(n), np.arange(n)])
         out[name] = {"mean": float(np.mean(aucs)), "min": min(aucs), "max": max(aucs), "pairs": n}
-        print(f"  {name:28s} {np.mean(aucs):.3f} ({min(aucs):.3f} to {max(aucs):.3f}; {n} pairs, "
-              f"{time.perf_counter() - t0:.0f} s)")
+        print(f"  {name:28s} {np.mean(aucs):.3f} ({min(aucs):.3f} to {max(aucs):.3f}; {n} pairs)")
     return out
 
 
