@@ -29,13 +29,15 @@ def roi_anatomy():
 
 def test_chain_changes_change_what_they_say(realism):
     """Each change is real computation on the pixels: gamma < 1 brightens, a blur lowers the
-    pixel-to-pixel differences, larger pixels shrink the image and grow the spacing by 1/amount,
+    pixel-to-pixel differences and an unsharp mask raises them, larger pixels shrink the image and grow the spacing by 1/amount,
     JPEG changes pixels but not the mean, and no change leaves the image as it is."""
     change = realism["chain_change"]
     g = np.random.default_rng(0).integers(20, 230, (120, 200)).astype(np.uint8)
     assert np.array_equal(change(g, "blur", 0.0)[0], g)
     assert change(g, "gamma", 0.9)[0].mean() > g.mean() + 5
     assert np.abs(np.diff(change(g, "blur", 0.7)[0].astype(int), axis=1)).mean() < 0.7 * np.abs(np.diff(g.astype(int), axis=1)).mean()
+    smooth = change(g, "blur", 3.0)[0]   # an unsharp mask raises what detail is left
+    assert np.abs(np.diff(change(smooth, "unsharp", 0.3)[0].astype(int), axis=1)).mean() > np.abs(np.diff(smooth.astype(int), axis=1)).mean()
     small, grow = change(g, "pixels", 0.8)
     assert small.shape == (96, 160) and grow == pytest.approx(1.25)
     j = change(g, "jpeg", 75)[0]
