@@ -276,6 +276,11 @@ def test_phantom_takes_params_and_look_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "not fields of PhantomParams: chin_rows" in err and "Traceback" not in err
     assert not (tmp_path / "ph2").exists()
+    (tmp_path / "zero.json").write_text('{"n": 0}')   # a bad value from the file names the file, not a flag
+    rc = run_cli(phantom.main, ["--params", str(tmp_path / "zero.json"), "--out", str(tmp_path / "ph3")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{tmp_path / 'zero.json'}: n = 0: give the number of phantoms" in err
+    assert not (tmp_path / "ph3").exists()
 
 
 def test_phantom_out_is_a_file(tmp_path, capsys):

@@ -904,10 +904,15 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: v for k, v in (("n", a.n), ("seed", a.seed), ("difficulty", a.difficulty),
                                ("framing_spread", a.framing_spread)) if v is not None}
     p = read_params(a.params, **given)
+
+    def source(field: str) -> str:   # where a value came from: its flag, or the params file
+        return f"--{field.replace('_', '-')}" if field in given else f"{a.params}: {field} ="
+
     if p.n < 1:
-        raise UserError(f"--n {p.n}: give the number of phantoms to make (1 or more)")
-    if p.difficulty < 0 or p.framing_spread < 0:
-        raise UserError("--difficulty and --framing-spread must be 0 or more")
+        raise UserError(f"{source('n')} {p.n}: give the number of phantoms to make (1 or more)")
+    for field in ("difficulty", "framing_spread"):
+        if getattr(p, field) < 0:
+            raise UserError(f"{source(field)} {getattr(p, field)}: give 0 or more")
     if a.workers is not None and a.workers < 1:
         raise UserError(f"--workers {a.workers}: give 1 or more")
     if Path(a.out).is_file():
