@@ -274,6 +274,35 @@ def test_anatomy_fields_are_look_fields_and_roots_end_above_the_border(tmp_path)
         assert len(changed_y) > 1000 and (changed_y < border_y(changed_x, row)).all()
 
 
+def test_drawing_shapes_are_look_fields(tmp_path):
+    """The drawing's own shapes (random-field bands, teeth, lacunae, the spine ghost's lines) are
+    Look fields too: each does what its name says, and a look JSON reads them, whole numbers where
+    the default's are."""
+    from osteo.data.phantom import border_y, read_look, render
+
+    f = tmp_path / "look.json"
+    p = PhantomParams(n=2, seed=3)
+    row = sample_subjects(p).to_dict("records")[0]
+    base = render({**row, "klemetti": "C1"}, p)
+    f.write_text('{"teeth_spacing": 0.6, "root_taper": 0.3}')   # teeth elsewhere, wider roots: above the border only
+    changed_y, changed_x = np.nonzero(render({**row, "klemetti": "C1"}, p, read_look(f)) != base)
+    assert len(changed_y) > 1000 and (changed_y < border_y(changed_x, row)).all()
+    f.write_text('{"lacuna_core": 0.9}')    # lacunae only: nothing changes without them (C1)
+    core = read_look(f)
+    assert (render({**row, "klemetti": "C1"}, p, core) == base).all()
+    c3 = {**row, "klemetti": "C3"}
+    assert (render(c3, p, core) != render(c3, p)).sum() > 100
+    f.write_text('{"spine_line_count": [4, 4], "blotch_field": [300, 80, 2]}')
+    look = read_look(f)
+    assert look.spine_line_count == (4, 4) and look.blotch_field == (300, 80, 2)
+    assert (render({**row, "klemetti": "C1"}, p, look) != base).sum() > 1000
+    for body, text in (('{"spine_line_count": [1.5, 4]}', "spine_line_count = [1.5, 4]: give a list of two whole numbers"),
+                       ('{"blotch_field": [300, 80]}', "blotch_field = [300, 80]: give a list of three numbers")):
+        f.write_text(body)
+        with pytest.raises(ValueError, match=re.escape(text)):
+            read_look(f)
+
+
 def test_read_params_replaces_named_fields_and_names_unknown_ones(tmp_path):
     from osteo.data.phantom import read_params
 

@@ -109,8 +109,10 @@ class Look:
     attenuation scale (0..1 grey before gain and gamma; lengths in 1200 x 630 pixels unless
     mm). Each is the centre of a per-image random range (the ``*_range`` fields give the spread of
     the main ones). The fields after them are the anatomy's own sizes and spreads (body height,
-    cortex profile along the border, lacunae, teeth, the spine's and the hyoid's shapes): not
-    fitted, set from anatomy, a look JSON can change them too. The fitted ones are fitted to the 40
+    cortex profile along the border, lacunae, teeth, the spine's and the hyoid's shapes) and the
+    drawing's (the bands and slopes of its random fields, the sharpness of its regions' sides):
+    not fitted, set from anatomy or by eye, a look JSON can change them too; ``render`` holds no
+    number of its own but numerical guards. The fitted ones are fitted to the 40
     real DPRs of shared/real-dpr/abdi-dev by ``benchmarks/fit_phantom_look.py`` (matching the
     mean texture statistics of finder-placed ROIs in the whitened metric that a linear two-sample
     test uses; figures only, no image content is copied); ``benchmarks/phantom_realism.py``
@@ -262,12 +264,27 @@ class Look:
     lacuna_height_range: tuple = (0.25, 0.5)   # their half-height (share of the cortical width)
     lacuna_blur_px: float = 1.2      # their edges' softness (Gaussian sigma)
     lacuna_rough: float = 0.5        # their irregularity (relative)
+    lacuna_rough_field: tuple = (20.0, 3.0, 1.0)  # its random field: largest and smallest structures (px), spectral slope
+    lacuna_reach: float = 1.2        # lacunae lie within this many border half-widths of the border's centre
+    lacuna_core: float = 0.5         # a lacuna's full-depth core (squared radius, in its half-axes); it fades out by 1 + this
     coarse_per_bvf: float = 1.5      # how much the trabecular texture coarsens per unit of volume fraction lost
     bvf_reference: float = 0.55      # the volume fraction at which the texture has its base cell size and contrast
     texture_theta_sd: float = 0.4    # spread of the trabecular texture's direction (radians)
     texture_band_px: tuple = (60.0, 4.0)   # the smooth field's largest and smallest structures (px)
     texture_beta: float = 1.6        # its spectral slope
     texture_gain_clip: tuple = (0.7, 1.5)  # the least and most of the texture's contrast gain with bone fraction
+    ridge_band_cells: tuple = (2.0, 0.5)   # the network's field: largest and smallest structures, in cells (and the canals')
+    blotch_field: tuple = (300.0, 80.0, 2.0)   # the trabecular bone's coarse density variation: largest and smallest structures (px), spectral slope
+    soft_texture_field: tuple = (300.0, 40.0, 2.0)  # the soft tissue's mottle: the same
+    anterior_edge: float = 6.0       # sharpness of the anterior region's sides (exponent of its profile)
+    body_reach: float = 1.45         # the mandible's body ends this many border half-widths from its centre
+    ramus_span: tuple = (1.25, 1.6)  # the rami: from and to (border half-widths from the centre)
+    ramus_height_px: float = 420.0   # and their height above the border (rows)
+    chin_edge: float = 4.0           # sharpness of the chin soft tissue's sides (exponent of its profile)
+    cortex_min_mm: float = 0.4       # the least cortical width anywhere along the border (mm)
+    wobble_field: tuple = (400.0, 25.0, 1.0)  # the endosteal wobble along the border: longest and shortest (px), spectral slope
+    canal_start_edge: float = 0.04   # the canal's start: softness (logistic scale, border half-widths)
+    canal_rise_from: float = 0.5     # where it begins to rise toward the ramus (border half-widths)
     canal_rise_mm_range: tuple = (0.0, 4.0)    # the canal's rise toward the ramus (mm per half-width past 0.5)
     canal_radius_mm_range: tuple = (1.1, 1.9)  # its radius (mm)
     canal_start_range: tuple = (0.4, 0.6)      # where it begins (mental foramen), in border half-widths
@@ -281,11 +298,28 @@ class Look:
     tooth_root: float = 0.05         # brightness of a root (dentin over bone)
     tooth_crown: float = 0.28        # of a crown (enamel)
     tooth_lines: float = 0.03        # darkness of the periodontal line and the root canal
+    teeth_per_arch: int = 16
+    teeth_spacing: float = 0.8       # exponent of their spacing from the midline (< 1: incisors narrower than molars)
+    teeth_reach: float = 0.95        # the last molar's distance from the centre (border half-widths)
+    root_taper: float = 0.65         # a root's narrowing toward its apex (share of its width)
+    root_canal: float = 0.18         # the root canal's half-width (share of the root's)
+    periodontal_px: float = 2.0      # the periodontal line's width (px)
+    periodontal_apex: float = 0.02   # it wraps the apex, reaching past it by this share of the tooth's length
+    tooth_blur_px: float = 0.7       # the teeth's edges' softness (Gaussian sigma)
     spine_shift_sd_px: float = 10.0  # the spine ghost's centre off the head's: spread between images
     spine_wall_px: float = 4.0       # the vertebral walls' width
     spine_walls: float = 0.3         # and brightness, relative to the ghost
     spine_period_px_range: tuple = (60.0, 95.0)   # the vertebrae's height (rows)
     spine_line_px_range: tuple = (4.0, 15.0)      # the airway and vertebral edges' widths
+    spine_line_count: tuple = (1, 4)             # how many of them (drawn uniformly, both ends included)
+    spine_line_reach: float = 1.2    # how far off the ghost's centre they lie, in its half-widths
+    spine_wall_at: float = 0.95      # the vertebral walls' distance from the centre, in the ghost's half-widths
+    spine_amp_clip: tuple = (-2.5, 1.0)    # the ghost's log brightness, off its median, is clipped to this range
+    spine_width_clip: tuple = (-2.0, 2.0)  # and its log width
+    spine_spongy_field: tuple = (150.0, 8.0, 2.0)  # its spongy bone's field: largest and smallest structures (px), spectral slope
+    streak_field: tuple = (150.0, 1.0)    # the vertical bands' largest structures (px; the smallest: ``streak_px``), spectral slope
+    streak_rows_field: tuple = (400.0, 100.0, 1.0)  # their variation down the image: largest and smallest (rows), spectral slope
+    neck_shadow_field: tuple = (200.0, 30.0, 2.0, 3.0)  # the neck's shadows: largest and smallest (px), spectral slope, vertical elongation
     streak_rows: float = 0.5         # how much the vertical bands vary down the image (relative)
     hyoid_angle_range: tuple = (-0.1, 0.4)    # the hyoid horns' tilt (radians, mirrored per side)
     hyoid_blur_px: float = 2.0       # their edges' softness
@@ -453,7 +487,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     soft = s_up + look.soft_face * np.exp(-v / look.soft_face_px) + 0.0 * u
     below = v > b
     soft = np.where(below, floor + (soft - floor) * np.exp(-np.maximum(v - b, 0) / fall), soft)
-    chin = np.exp(-np.abs((u - xc) / rng.uniform(*look.chin_width_range)) ** 4 - (v - b) / look.chin_fall_px)   # chin soft tissue
+    chin = np.exp(-np.abs((u - xc) / rng.uniform(*look.chin_width_range)) ** look.chin_edge - (v - b) / look.chin_fall_px)   # chin soft tissue
     soft = soft + below * look.chin * rng.uniform(*look.chin_range) * chin
     # the submandibular soft tissue's outline: a grey band that ends at an edge (random numbers drawn
     # whether it is drawn or not, here and for the canal and the black level: switching one off
@@ -463,7 +497,8 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     if look.soft_band > 0:
         edge = np.exp(np.clip((v - b - reach) / look.soft_band_edge_px, -30, 30))
         soft = soft + below * look.soft_band * band_gain / (1 + edge)
-    soft = soft + look.soft_texture * random_field(rng, (Hk, Wk), (1 / 300, 1 / 40), 2.0)
+    st = look.soft_texture_field
+    soft = soft + look.soft_texture * random_field(rng, (Hk, Wk), (1 / st[0], 1 / st[1]), st[2])
     # the tongue's edge / air space: a soft horizontal step across the body
     tongue = b - rng.uniform(*look.tongue_gap_range)
     soft = soft + rng.uniform(-look.tongue, look.tongue) / (1 + np.exp(np.clip((v - tongue) / look.tongue_edge_px, -30, 30))) * (~below)
@@ -475,12 +510,12 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # outer radius of the lower border and buccal/lingual plate thickness (mm); the symphysis
     # is thicker, so the anterior mandible projects brighter than the body
     xa = xc + look.anterior_shift_px + rng.normal(0, look.anterior_shift_sd_px)   # the head's centre, off the border's by rotation
-    ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(*look.anterior_width_range))) ** 6)
+    ant = np.exp(-np.abs((u - xa) / half / (look.anterior_width * rng.uniform(*look.anterior_width_range))) ** look.anterior_edge)
     radius = look.radius_mm * rng.uniform(*look.radius_range) * (1 + rng.uniform(*look.radius_anterior_range) * ant)
     plate = rng.uniform(*look.plate_mm_range) * (1 + look.plate_anterior * ant)
-    in_body = np.abs(s) < 1.45
+    in_body = np.abs(s) < look.body_reach
     body = in_body / (1 + np.exp(np.clip((crest - v) / look.crest_fade_px, -30, 30)))   # fades out at the crest
-    ramus = ((np.abs(s) >= 1.25) & (np.abs(s) < 1.6) & (v > b - 420)).astype(np.float32)
+    ramus = ((np.abs(s) >= look.ramus_span[0]) & (np.abs(s) < look.ramus_span[1]) & (v > b - look.ramus_height_px)).astype(np.float32)
     body = np.maximum(body, ramus * (v <= b)).astype(np.float32)
 
     # cortical width along the border: thickest below the mental foramen, endosteal wobble,
@@ -489,8 +524,9 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     k = row["klemetti"]
     prof = look.cortex_low + (1 - look.cortex_low) * np.exp(-((np.abs(s[0]) - look.cortex_site) / look.cortex_site_width) ** 2)
     wobble = {"C1": look.wobble_c1, "C2": look.wobble_c2, "C3": look.wobble_c3}[k]
-    cw_u = cw * prof * (1 + wobble * random_field(rng, (1, Wk), (1 / 400, 1 / 25), 1.0)[0])
-    cw_u = np.maximum(cw_u[None], 0.4)
+    wf = look.wobble_field
+    cw_u = cw * prof * (1 + wobble * random_field(rng, (1, Wk), (1 / wf[0], 1 / wf[1]), wf[2])[0])
+    cw_u = np.maximum(cw_u[None], look.cortex_min_mm)
     mu_c = look.cortical_mu * rng.uniform(*look.cortical_mu_range)   # cortical bone per mm of path
     r_trab = look.trabecular_ratio * row["trabecular_bvf"]  # trabecular relative to cortical
     outer = chord_mm(depth, radius)
@@ -501,7 +537,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     lac = np.zeros((Hk, Wk), np.float32)
     n_lac = {"C1": 0, "C2": rng.poisson(look.lacunae_c2), "C3": rng.poisson(look.lacunae_c3)}[k]
     for _ in range(n_lac):
-        cu = rng.uniform(xc - 1.2 * half, xc + 1.2 * half)
+        cu = rng.uniform(xc - look.lacuna_reach * half, xc + look.lacuna_reach * half)
         ci = int(np.clip(cu, 0, Wk - 1))
         frac = rng.uniform(*(look.lacuna_site_c2_range if k == "C2" else look.lacuna_site_c3_range))
         ct = cw_u[0, ci] * frac                        # depth of its centre, mm
@@ -513,9 +549,10 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         if r1 <= r0 or c1 <= c0:
             continue
         e = ((u[:, c0:c1] - cu) / hu) ** 2 + ((v[r0:r1] - cv_) / ht) ** 2
-        lac[r0:r1, c0:c1] = np.maximum(lac[r0:r1, c0:c1], np.clip(1.5 - e, 0, 1))
+        lac[r0:r1, c0:c1] = np.maximum(lac[r0:r1, c0:c1], np.clip(1 + look.lacuna_core - e, 0, 1))
     if n_lac:
-        lac = np.clip(_blur(lac, look.lacuna_blur_px) * (1 + look.lacuna_rough * random_field(rng, (Hk, Wk), (1 / 20, 1 / 3), 1.0)), 0, 1)
+        lr = look.lacuna_rough_field
+        lac = np.clip(_blur(lac, look.lacuna_blur_px) * (1 + look.lacuna_rough * random_field(rng, (Hk, Wk), (1 / lr[0], 1 / lr[1]), lr[2])), 0, 1)
 
     # trabecular bone: band-limited anisotropic texture, coarser and more contrasted when sparse
     bvf = row["trabecular_bvf"]
@@ -525,26 +562,28 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
                        look.texture_beta,
                        look.texture_aniso * rng.uniform(*look.texture_aniso_range), theta)
     cell = look.ridge_cell_px * coarse          # trabecular network: the zero lines of a smooth field
-    ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * cell), 1 / (0.5 * cell)), look.ridge_beta,
+    big, small = look.ridge_band_cells
+    ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (big * cell), 1 / (small * cell)), look.ridge_beta,
                                    look.ridge_aniso * rng.uniform(*look.texture_aniso_range), theta) / look.ridge_width) ** 2)
     tex = (1 - look.ridge_weight) * tex + look.ridge_weight * (ridges - ridges.mean()) / (ridges.std() + 1e-6)
     if look.canals > 0:   # a coarser network of thin bright lines: the larger trabeculae and canal walls
         wide = look.canal_cell_px * coarse
-        net = np.exp(-(random_field(rng, (Hk, Wk), (1 / (2 * wide), 1 / (0.5 * wide)), look.ridge_beta, 1.0)
+        net = np.exp(-(random_field(rng, (Hk, Wk), (1 / (big * wide), 1 / (small * wide)), look.ridge_beta, 1.0)
                        / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
     tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (look.bvf_reference - bvf), *look.texture_gain_clip)
-    tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * random_field(rng, (Hk, Wk), (1 / 300, 1 / 80), 2.0)
+    bf = look.blotch_field
+    tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * random_field(rng, (Hk, Wk), (1 / bf[0], 1 / bf[1]), bf[2])
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
     img = soft + body * (bone + look.anterior * rng.uniform(*look.anterior_range) * ant)
     # the mandibular canal: two thin bright walls along the body, behind the mental foramen
-    dc = look.canal_depth_mm * rng.uniform(*look.canal_depth_range) + rng.uniform(*look.canal_rise_mm_range) * np.clip(np.abs(s) - 0.5, 0, None)
+    dc = look.canal_depth_mm * rng.uniform(*look.canal_depth_range) + rng.uniform(*look.canal_rise_mm_range) * np.clip(np.abs(s) - look.canal_rise_from, 0, None)
     rc = rng.uniform(*look.canal_radius_mm_range)         # the canal's radius, mm
     start = rng.uniform(*look.canal_start_range, size=2)  # where it begins, in border half-widths (left, right)
     canal_gain = rng.uniform(*look.canal_walls_range)
     if look.canal_walls > 0:
-        along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / 0.04, -30, 30)))
+        along = 1 / (1 + np.exp(np.clip((np.where(s < 0, start[0], start[1]) - np.abs(s)) / look.canal_start_edge, -30, 30)))
         wall = look.canal_wall_mm
         walls = np.exp(-((depth - dc - rc) / wall) ** 2) + np.exp(-((depth - dc + rc) / wall) ** 2) \
             - look.canal_lumen * (np.abs(depth - dc) < rc)
@@ -554,13 +593,15 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     # periodontal line and canal), crowns above; upper crowns and roots above them
     miss = float(np.clip(look.teeth_missing_at_40 + look.teeth_missing_per_year * (row["age"] - 40), 0.0, look.teeth_missing_max))
     w0, w1 = look.tooth_width_mm   # incisors to molars
-    xs = xc + half * np.sign(np.linspace(-1, 1, 16)) * np.abs(np.linspace(-1, 1, 16)) ** 0.8 * 0.95
+    n_t = int(look.teeth_per_arch)
+    mid_t = max((n_t - 1) / 2, 0.5)   # the middle tooth's index (incisors there, molars at the ends)
+    xs = xc + half * np.sign(np.linspace(-1, 1, n_t)) * np.abs(np.linspace(-1, 1, n_t)) ** look.teeth_spacing * look.teeth_reach
     for arch in (0, 1):
         for i, x_t in enumerate(xs):
             if rng.random() < miss:
                 continue
             ci = int(np.clip(x_t, 0, Wk - 1))
-            wt = (w0 + (w1 - w0) * abs(i - 7.5) / 7.5) / mm_h / 2   # half-width
+            wt = (w0 + (w1 - w0) * abs(i - mid_t) / mid_t) / mm_h / 2   # half-width
             cr = crest[0, ci] if np.ndim(crest) else crest
             root = rng.uniform(*look.root_mm_range) / mm_v
             crown = rng.uniform(*look.crown_mm_range) / mm_v
@@ -576,34 +617,38 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
             vv, uu = v[r0:r1], u[:, c0:c1]
             along = (vv - top) / (bot - top) if apex_down else (bot - vv) / (bot - top)  # 0 crown .. 1 apex
             rootpart = along > crown / (bot - top)
-            taper = np.where(rootpart, 1 - 0.65 * np.clip((along - crown / (bot - top)) / (1 - crown / (bot - top)), 0, 1), 1.0)
+            taper = np.where(rootpart, 1 - look.root_taper * np.clip((along - crown / (bot - top)) / (1 - crown / (bot - top)), 0, 1), 1.0)
             dist = np.abs(uu - x_t) / (wt * taper)
             inside = (dist < 1) & (along >= 0) & (along <= 1)
             add = np.where(inside, np.where(rootpart, look.tooth_root, look.tooth_crown), 0.0)
-            add = add - look.tooth_lines * ((dist >= 1) & (dist < 1 + 2 / max(wt, 1)) & rootpart & (along <= 1.02))
-            add = add - look.tooth_lines * (inside & rootpart & (dist < 0.18))
-            img[r0:r1, c0:c1] += _blur(add.astype(np.float32), 0.7)
+            add = add - look.tooth_lines * ((dist >= 1) & (dist < 1 + look.periodontal_px / max(wt, 1)) & rootpart & (along <= 1 + look.periodontal_apex))
+            add = add - look.tooth_lines * (inside & rootpart & (dist < look.root_canal))
+            img[r0:r1, c0:c1] += _blur(add.astype(np.float32), look.tooth_blur_px)
 
     # cervical spine ghost over the midline: a wide block with sharp sides (the vertebral bodies,
     # their walls and spongy bone), over the whole height, with a few airway and vertebral edges
-    amp = float(np.exp(np.clip(rng.normal(0.0, look.spine_sd), -2.5, 1.0))) * look.spine   # up to e x the median
-    sw = look.spine_width_px * float(np.exp(np.clip(rng.normal(0.0, look.spine_width_sd), -2.0, 2.0))) / 2
+    amp = float(np.exp(np.clip(rng.normal(0.0, look.spine_sd), *look.spine_amp_clip))) * look.spine   # up to e x the median
+    sw = look.spine_width_px * float(np.exp(np.clip(rng.normal(0.0, look.spine_width_sd), *look.spine_width_clip))) / 2
     sc = xa + rng.normal(0, look.spine_shift_sd_px)
     band = np.exp(-np.minimum(np.abs((u - sc) / sw), 6.0) ** look.spine_edge)   # capped: no overflow
-    walls = np.exp(-((np.abs(u - sc) - 0.95 * sw) / look.spine_wall_px) ** 2)
+    walls = np.exp(-((np.abs(u - sc) - look.spine_wall_at * sw) / look.spine_wall_px) ** 2)
     vert = 1 + look.spine_rows * np.sin(2 * np.pi * v / rng.uniform(*look.spine_period_px_range) + rng.uniform(0, 6.3))
-    lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-1.2, 1.2) * sw) / rng.uniform(*look.spine_line_px_range)) ** 2)
-                for _ in range(rng.integers(1, 5)))
-    spongy = random_field(rng, (Hk, Wk), (1 / 150, 1 / 8), 2.0)
+    reach_l, (n_lo, n_hi) = look.spine_line_reach, look.spine_line_count
+    lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-reach_l, reach_l) * sw) / rng.uniform(*look.spine_line_px_range)) ** 2)
+                for _ in range(rng.integers(int(n_lo), int(n_hi) + 1)))
+    sf = look.spine_spongy_field
+    spongy = random_field(rng, (Hk, Wk), (1 / sf[0], 1 / sf[1]), sf[2])
     fade = 1.0 if look.spine_below == 1 else np.where(below, look.spine_below, 1.0).astype(np.float32)
     img = img + amp * fade * (band * (1 + look.spine_texture * spongy) + look.spine_walls * walls + lines) * vert
     if look.spine_streaks > 0:
         reach = np.exp(-((u - sc) / (look.streak_spread * sw)) ** 2)
-        streaks = random_field(rng, (1, Wk), (1 / 150, 1 / look.streak_px), 1.0) * (
-            1 + look.streak_rows * random_field(rng, (Hk, 1), (1 / 400, 1 / 100), 1.0))
+        sr = look.streak_rows_field
+        streaks = random_field(rng, (1, Wk), (1 / look.streak_field[0], 1 / look.streak_px), look.streak_field[1]) * (
+            1 + look.streak_rows * random_field(rng, (Hk, 1), (1 / sr[0], 1 / sr[1]), sr[2]))
         img = img + amp * fade * look.spine_streaks * reach * streaks
     # other superimposed soft tissues of the neck: broad vertical shadows
-    img = img + look.neck_shadow * rng.uniform(*look.neck_shadow_range) * random_field(rng, (Hk, Wk), (1 / 200, 1 / 30), 2.0, 3.0, np.pi / 2)
+    nf = look.neck_shadow_field
+    img = img + look.neck_shadow * rng.uniform(*look.neck_shadow_range) * random_field(rng, (Hk, Wk), (1 / nf[0], 1 / nf[1]), nf[2], nf[3], np.pi / 2)
     # the hyoid's greater horns: a pair of bony shells under the border, either side of the midline;
     # drawn where the subject's ``hyoid`` is 1 (their random numbers are drawn either way, so that
     # the flag changes nothing else)
@@ -653,13 +698,13 @@ class FieldsFileError(ValueError):
     of ``{"field": value}``, a name that is not a field, or a value of the wrong kind."""
 
 
-NUMBER_WORDS = {2: "two", 4: "four"}   # for the messages of _read_fields
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}   # for the messages of _read_fields
 
 
 def _read_fields(path: str | Path, cls: type) -> dict:
     """The ``{"field": value}`` of a JSON file, checked against the fields of dataclass ``cls``
     (numbers for number fields, whole numbers for whole-number ones, lists of as many numbers for
-    pairs and quadruples, returned as tuples). Raises FieldsFileError naming the file and the field."""
+    tuples, of whole numbers where the default's are, returned as tuples). Raises FieldsFileError naming the file and the field."""
     what = cls.__name__
     try:
         values = json.loads(Path(path).read_text())
@@ -688,10 +733,13 @@ def _read_fields(path: str | Path, cls: type) -> dict:
             ok, kind = isinstance(v, int) and not isinstance(v, bool), "a whole number"
         elif isinstance(d, float):
             ok, kind = number(v), "a number"
-        else:   # a pair or a quadruple (tuple), or None where the field is optional (a pair)
+        else:   # a tuple (two to four entries), or None where the field is optional (a pair)
             size = 2 if d is None else len(d)
-            ok = (v is None and d is None) or (isinstance(v, list) and len(v) == size and all(number(x) for x in v))
-            kind = f"a list of {NUMBER_WORDS.get(size, size)} numbers" + (" or null" if d is None else "")
+            whole = d is not None and all(isinstance(x, int) for x in d)
+            ok = (v is None and d is None) or (isinstance(v, list) and len(v) == size and all(
+                number(x) and (isinstance(x, int) or not whole) for x in v))
+            kind = (f"a list of {NUMBER_WORDS.get(size, size)} {'whole ' if whole else ''}numbers"
+                    + (" or null" if d is None else ""))
         if not ok:
             raise FieldsFileError(f"{path}: {k} = {json.dumps(v)}: give {kind}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
