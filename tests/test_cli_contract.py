@@ -346,6 +346,10 @@ def test_realism_benchmark_takes_a_plain_folder_of_dprs(tmp_path):
     res = json.loads((tmp_path / "out" / "realism.json").read_text())
     assert res["n_real"] == 5 and res["n_phantom"] == 5
     assert 0.0 <= res["texture_auc"]["mean"] <= 1.0
+    groups = res["texture_groups"]   # where the separation lies, by kind of statistic
+    assert {"power spectrum", "row profile", "column profile", "all"} <= set(groups)
+    assert all(0.0 <= v <= 1.0 for g in groups.values() for v in g.values())
+    assert "means moved to the real images" in r.stdout
     # --reference: the real set against itself after each acquisition-chain change, 5 pairs each
     assert "JPEG, quality 75" in res["reference"] and "Gaussian blur, 0.7 px" in res["reference"]
     assert all(v["pairs"] == 5 and 0.0 <= v["min"] <= v["mean"] <= v["max"] <= 1.0 for v in res["reference"].values())

@@ -67,3 +67,25 @@ def test_reference_scale_reads_half_for_no_change_and_high_for_a_blur(realism, r
     n = len(X)
     y = np.r_[np.ones(n), np.zeros(n)].astype(int)
     assert np.mean(realism["cv_auc"](np.r_[X, X], y, realism["logistic"], 2)) < 0.3
+
+
+def test_group_aucs_find_the_kinds_whose_means_differ(realism):
+    """On features whose two sets differ only in the means of the power-spectrum and row-profile
+    entries: those two kinds separate alone, the others do not, and leaving out one of the two
+    leaves the other separating; moving every mean brings the test to chance, moving the means of
+    other kinds does not."""
+    groups = realism["feature_groups"]()
+    n_features = len(realism["feature_names"]())
+    assert sorted(np.concatenate(list(groups.values())).tolist()) == list(range(n_features))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(160, n_features))
+    y = np.r_[np.ones(60), np.zeros(100)].astype(int)
+    X[np.ix_(y == 1, groups["power spectrum"])] += 0.6
+    X[np.ix_(y == 1, groups["row profile"])] += 0.6
+    g = realism["group_aucs"](X, y, repeats=2)
+    assert g["power spectrum"]["alone"] > 0.85 and g["row profile"]["alone"] > 0.85
+    assert all(g[k]["alone"] < 0.7 for k in ("h-v power", "gradients", "column profile", "percentiles"))
+    assert g["power spectrum"]["without"] > 0.75 and g["row profile"]["without"] > 0.75
+    assert 0.3 < g["all"]["means matched"] < 0.7
+    others = np.r_[groups["gradients"], groups["column profile"]]
+    assert np.mean(realism["matched_means_auc"](X, y, others, 2)) > 0.85
