@@ -445,6 +445,13 @@ def random_field(rng: np.random.Generator, shape: tuple[int, int], band: tuple[f
     return (out / (out.std() + 1e-12)).astype(f32)
 
 
+def field_px(rng: np.random.Generator, shape: tuple[int, int], spec: tuple, theta: float = 0.0) -> np.ndarray:
+    """``random_field`` from a ``Look`` field's spec: (largest, smallest structures in pixels,
+    spectral slope[, elongation along ``theta``]). float32 (H, W), unit SD."""
+    big, small, beta, *aniso = spec
+    return random_field(rng, shape, (1 / big, 1 / small), beta, aniso[0] if aniso else 1.0, theta)
+
+
 def chord_mm(t: np.ndarray, radius: float) -> np.ndarray:
     """Path length (mm) of a ray through a bone whose lower end is rounded with ``radius`` (mm),
     at depth ``t`` (mm) above that end: 0 below it, 2 * radius once past the rounding."""
@@ -497,8 +504,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     if look.soft_band > 0:
         edge = np.exp(np.clip((v - b - reach) / look.soft_band_edge_px, -30, 30))
         soft = soft + below * look.soft_band * band_gain / (1 + edge)
-    st = look.soft_texture_field
-    soft = soft + look.soft_texture * random_field(rng, (Hk, Wk), (1 / st[0], 1 / st[1]), st[2])
+    soft = soft + look.soft_texture * field_px(rng, (Hk, Wk), look.soft_texture_field)
     # the tongue's edge / air space: a soft horizontal step across the body
     tongue = b - rng.uniform(*look.tongue_gap_range)
     soft = soft + rng.uniform(-look.tongue, look.tongue) / (1 + np.exp(np.clip((v - tongue) / look.tongue_edge_px, -30, 30))) * (~below)
@@ -524,8 +530,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     k = row["klemetti"]
     prof = look.cortex_low + (1 - look.cortex_low) * np.exp(-((np.abs(s[0]) - look.cortex_site) / look.cortex_site_width) ** 2)
     wobble = {"C1": look.wobble_c1, "C2": look.wobble_c2, "C3": look.wobble_c3}[k]
-    wf = look.wobble_field
-    cw_u = cw * prof * (1 + wobble * random_field(rng, (1, Wk), (1 / wf[0], 1 / wf[1]), wf[2])[0])
+    cw_u = cw * prof * (1 + wobble * field_px(rng, (1, Wk), look.wobble_field)[0])
     cw_u = np.maximum(cw_u[None], look.cortex_min_mm)
     mu_c = look.cortical_mu * rng.uniform(*look.cortical_mu_range)   # cortical bone per mm of path
     r_trab = look.trabecular_ratio * row["trabecular_bvf"]  # trabecular relative to cortical
@@ -551,8 +556,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
         e = ((u[:, c0:c1] - cu) / hu) ** 2 + ((v[r0:r1] - cv_) / ht) ** 2
         lac[r0:r1, c0:c1] = np.maximum(lac[r0:r1, c0:c1], np.clip(1 + look.lacuna_core - e, 0, 1))
     if n_lac:
-        lr = look.lacuna_rough_field
-        lac = np.clip(_blur(lac, look.lacuna_blur_px) * (1 + look.lacuna_rough * random_field(rng, (Hk, Wk), (1 / lr[0], 1 / lr[1]), lr[2])), 0, 1)
+        lac = np.clip(_blur(lac, look.lacuna_blur_px) * (1 + look.lacuna_rough * field_px(rng, (Hk, Wk), look.lacuna_rough_field)), 0, 1)
 
     # trabecular bone: band-limited anisotropic texture, coarser and more contrasted when sparse
     bvf = row["trabecular_bvf"]
@@ -572,8 +576,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
                        / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
     tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (look.bvf_reference - bvf), *look.texture_gain_clip)
-    bf = look.blotch_field
-    tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * random_field(rng, (Hk, Wk), (1 / bf[0], 1 / bf[1]), bf[2])
+    tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * field_px(rng, (Hk, Wk), look.blotch_field)
     bone = mu_c * (cortical * (1 - look.lacuna_depth * lac) + r_trab * inner * (1 + tex))
     # soft tissue of the lips, chin and tongue over the anterior mandible
     img = soft + body * (bone + look.anterior * rng.uniform(*look.anterior_range) * ant)
@@ -636,19 +639,16 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     reach_l, (n_lo, n_hi) = look.spine_line_reach, look.spine_line_count
     lines = sum(rng.choice([-1, 1]) * look.spine_lines * np.exp(-((u - sc - rng.uniform(-reach_l, reach_l) * sw) / rng.uniform(*look.spine_line_px_range)) ** 2)
                 for _ in range(rng.integers(int(n_lo), int(n_hi) + 1)))
-    sf = look.spine_spongy_field
-    spongy = random_field(rng, (Hk, Wk), (1 / sf[0], 1 / sf[1]), sf[2])
+    spongy = field_px(rng, (Hk, Wk), look.spine_spongy_field)
     fade = 1.0 if look.spine_below == 1 else np.where(below, look.spine_below, 1.0).astype(np.float32)
     img = img + amp * fade * (band * (1 + look.spine_texture * spongy) + look.spine_walls * walls + lines) * vert
     if look.spine_streaks > 0:
         reach = np.exp(-((u - sc) / (look.streak_spread * sw)) ** 2)
-        sr = look.streak_rows_field
         streaks = random_field(rng, (1, Wk), (1 / look.streak_field[0], 1 / look.streak_px), look.streak_field[1]) * (
-            1 + look.streak_rows * random_field(rng, (Hk, 1), (1 / sr[0], 1 / sr[1]), sr[2]))
+            1 + look.streak_rows * field_px(rng, (Hk, 1), look.streak_rows_field))
         img = img + amp * fade * look.spine_streaks * reach * streaks
     # other superimposed soft tissues of the neck: broad vertical shadows
-    nf = look.neck_shadow_field
-    img = img + look.neck_shadow * rng.uniform(*look.neck_shadow_range) * random_field(rng, (Hk, Wk), (1 / nf[0], 1 / nf[1]), nf[2], nf[3], np.pi / 2)
+    img = img + look.neck_shadow * rng.uniform(*look.neck_shadow_range) * field_px(rng, (Hk, Wk), look.neck_shadow_field, np.pi / 2)
     # the hyoid's greater horns: a pair of bony shells under the border, either side of the midline;
     # drawn where the subject's ``hyoid`` is 1 (their random numbers are drawn either way, so that
     # the flag changes nothing else)
