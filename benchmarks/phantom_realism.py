@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -241,13 +242,15 @@ def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
     return aucs
 
 
+FEATURE_KINDS = {"power": "power spectrum", "h-v": "h-v power", "grad": "gradients",
+                 "row": "row profile", "col": "column profile", "p": "percentiles"}
+
+
 def feature_groups() -> dict[str, np.ndarray]:
-    """``texture_features``' entries by kind: name -> column indices (int array)."""
-    sizes = {"power spectrum": len(RADIAL_EDGES) - 1, "h-v power": (len(RADIAL_EDGES) - 1 + 1) // 2,
-             "gradients": len(GRAD_EDGES) - 1, "row profile": PROFILE_BINS, "column profile": PROFILE_BINS,
-             "percentiles": 5}
-    ends = np.cumsum(list(sizes.values()))
-    return {k: np.arange(e - n, e) for (k, n), e in zip(sizes.items(), ends)}
+    """``texture_features``' entries by kind, read from ``feature_names``' prefixes: name ->
+    column indices (int array)."""
+    prefixes = [re.match(r"[a-z-]+", n).group() for n in feature_names()]
+    return {kind: np.flatnonzero(np.array(prefixes) == pre) for pre, kind in FEATURE_KINDS.items()}
 
 
 def matched_means_auc(X: np.ndarray, y: np.ndarray, cols: np.ndarray, repeats: int = 5) -> list[float]:
