@@ -562,18 +562,17 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     bvf = row["trabecular_bvf"]
     coarse = 1.0 + look.coarse_per_bvf * (look.bvf_reference - bvf)
     theta = rng.normal(0.0, look.texture_theta_sd)
-    tex = random_field(rng, (Hk, Wk), (1 / (look.texture_band_px[0] * coarse), 1 / (look.texture_band_px[1] * coarse)),
-                       look.texture_beta,
-                       look.texture_aniso * rng.uniform(*look.texture_aniso_range), theta)
+    big, small = look.texture_band_px
+    tex = field_px(rng, (Hk, Wk), (big * coarse, small * coarse, look.texture_beta,
+                                   look.texture_aniso * rng.uniform(*look.texture_aniso_range)), theta)
     cell = look.ridge_cell_px * coarse          # trabecular network: the zero lines of a smooth field
     big, small = look.ridge_band_cells
-    ridges = np.exp(-(random_field(rng, (Hk, Wk), (1 / (big * cell), 1 / (small * cell)), look.ridge_beta,
-                                   look.ridge_aniso * rng.uniform(*look.texture_aniso_range), theta) / look.ridge_width) ** 2)
+    ridges = np.exp(-(field_px(rng, (Hk, Wk), (big * cell, small * cell, look.ridge_beta,
+                                               look.ridge_aniso * rng.uniform(*look.texture_aniso_range)), theta) / look.ridge_width) ** 2)
     tex = (1 - look.ridge_weight) * tex + look.ridge_weight * (ridges - ridges.mean()) / (ridges.std() + 1e-6)
     if look.canals > 0:   # a coarser network of thin bright lines: the larger trabeculae and canal walls
         wide = look.canal_cell_px * coarse
-        net = np.exp(-(random_field(rng, (Hk, Wk), (1 / (big * wide), 1 / (small * wide)), look.ridge_beta, 1.0)
-                       / look.canal_width) ** 2)
+        net = np.exp(-(field_px(rng, (Hk, Wk), (big * wide, small * wide, look.ridge_beta)) / look.canal_width) ** 2)
         tex = tex + look.canals * (net - net.mean()) / (net.std() + 1e-6)
     tex_amp = look.texture_amp * np.clip(1 + look.texture_bvf_slope * (look.bvf_reference - bvf), *look.texture_gain_clip)
     tex = tex_amp * tex + look.blotch * rng.uniform(*look.blotch_range) * field_px(rng, (Hk, Wk), look.blotch_field)
@@ -644,7 +643,7 @@ def render(row: dict, p: PhantomParams, look: Look = LOOK) -> np.ndarray:
     img = img + amp * fade * (band * (1 + look.spine_texture * spongy) + look.spine_walls * walls + lines) * vert
     if look.spine_streaks > 0:
         reach = np.exp(-((u - sc) / (look.streak_spread * sw)) ** 2)
-        streaks = random_field(rng, (1, Wk), (1 / look.streak_field[0], 1 / look.streak_px), look.streak_field[1]) * (
+        streaks = field_px(rng, (1, Wk), (look.streak_field[0], look.streak_px, look.streak_field[1])) * (
             1 + look.streak_rows * field_px(rng, (Hk, 1), look.streak_rows_field))
         img = img + amp * fade * look.spine_streaks * reach * streaks
     # other superimposed soft tissues of the neck: broad vertical shadows
