@@ -223,23 +223,31 @@ def feature_names() -> list[str]:
             + [f"col{i}" for i in range(PROFILE_BINS)] + [f"p{q}" for q in (5, 25, 50, 75, 95)])
 
 
-def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
-           groups: np.ndarray | None = None) -> list[float]:
-    """Out-of-fold AUC of ``fit_predict(X_train, y_train, X_test) -> scores`` over stratified
-    5-fold splits, one AUC per shuffle seed. With ``groups`` ([n]), the rows of one group stay in
-    one fold (``StratifiedGroupKFold``): an image's two versions are never split across train and test."""
+def out_of_fold_aucs(y: np.ndarray, score_fold, repeats: int = 5,
+                     groups: np.ndarray | None = None) -> list[float]:
+    """AUC of out-of-fold scores over stratified 5-fold splits, one per shuffle seed:
+    ``score_fold(train_idx, test_idx) -> scores`` ([len(test_idx)]) scores each fold's held-out
+    rows. With ``groups`` ([n]), the rows of one group stay in one fold (``StratifiedGroupKFold``):
+    an image's two versions are never split across train and test."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     aucs = []
     for r in range(repeats):
         s = np.zeros(len(y))
-        folds = (StratifiedKFold(5, shuffle=True, random_state=r).split(X, y) if groups is None
-                 else StratifiedGroupKFold(5, shuffle=True, random_state=r).split(X, y, groups))
+        folds = (StratifiedKFold(5, shuffle=True, random_state=r).split(y, y) if groups is None
+                 else StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups))
         for tr, te in folds:
-            s[te] = fit_predict(X[tr], y[tr], X[te])
+            s[te] = score_fold(tr, te)
         aucs.append(float(roc_auc_score(y, s)))
     return aucs
+
+
+def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
+           groups: np.ndarray | None = None) -> list[float]:
+    """Out-of-fold AUC of ``fit_predict(X_train, y_train, X_test) -> scores`` on X ([n, features])
+    (``out_of_fold_aucs``), one AUC per shuffle seed."""
+    return out_of_fold_aucs(y, lambda tr, te: fit_predict(X[tr], y[tr], X[te]), repeats, groups)
 
 
 FEATURE_KINDS = {"power": "power spectrum", "h-v": "h-v power", "grad": "gradients",
@@ -258,19 +266,13 @@ def matched_means_auc(X: np.ndarray, y: np.ndarray, cols: np.ndarray, repeats: i
     columns ``cols`` of X ([n, features]): in each fold every phantom's ``cols`` move by the
     training fold's real-minus-phantom mean (the held-out real images take no part), then the
     logistic regression is fitted and scored as in ``cv_auc``. One AUC per shuffle seed."""
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
+    def score_fold(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+        Xs = X.copy()
+        real_tr, ph_tr = tr[y[tr] == 1], tr[y[tr] == 0]
+        Xs[np.ix_(y == 0, cols)] += X[np.ix_(real_tr, cols)].mean(0) - X[np.ix_(ph_tr, cols)].mean(0)
+        return logistic(Xs[tr], y[tr], Xs[te])
 
-    aucs = []
-    for r in range(repeats):
-        s = np.zeros(len(y))
-        for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(X, y):
-            Xs = X.copy()
-            real_tr, ph_tr = tr[y[tr] == 1], tr[y[tr] == 0]
-            Xs[np.ix_(y == 0, cols)] += X[np.ix_(real_tr, cols)].mean(0) - X[np.ix_(ph_tr, cols)].mean(0)
-            s[te] = logistic(Xs[tr], y[tr], Xs[te])
-        aucs.append(float(roc_auc_score(y, s)))
-    return aucs
+    return out_of_fold_aucs(y, score_fold, repeats)
 
 
 def group_aucs(X: np.ndarray, y: np.ndarray, repeats: int = 5) -> dict[str, dict[str, float]]:
