@@ -173,7 +173,9 @@ def test_the_real_hed_weights_find_a_step_edge_and_a_phantoms_cortex(tmp_path):
     state, side = h5_to_vgg16_state(h5), hed_side_state(h5)
     assert abs(edge_column(state, side) - 47.5) <= 2
     assert abs(edge_column(not_transposed(h5), side) - 47.5) > 2
-    p = PhantomParams(n=3, seed=2)
+    # no unexposed strip below the chin: its edge is a harder step than the cortex, and HED rightly
+    # peaks there (on the first of these three subjects, 24 px below the border)
+    p = PhantomParams(n=3, seed=2, bottom_strip_prob=0.0)
     for row in sample_subjects(p).to_dict("records"):
         g = resize_bilinear(render(row, p), (1200, 630)).astype(np.float32)
         truth = border_y(np.arange(1200) * row["width"] / 1200, row) * 630 / row["height"]
