@@ -24,9 +24,10 @@ def main() -> None:
     a = ap.parse_args()
     import torch
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from osteo.config import compose
-    from osteo.data.cache import build_roi_cache
+    from osteo.data.cache import available_cpus, build_roi_cache
     from osteo.data.images import read_gray
     from osteo.data.manifest import load_manifest
     from osteo.data.phantom import PhantomParams, generate
@@ -45,20 +46,26 @@ def main() -> None:
         read_gray(p)
     decode = a.n / (time.perf_counter() - t)
     print(f"plain decode (PNG -> uint8, 1 process):          {decode:8.1f} img/s")
-    for workers in (1, None):
-        cache = tmp / f"cache{workers}"
-        t = time.perf_counter()
-        build_roi_cache(df, cfg.data.roi, cache, num_workers=workers, progress=False)
-        cold = a.n / (time.perf_counter() - t)
-        print(f"ROI cache build, decode+resize+crop ({workers or os.cpu_count()} proc):    {cold:8.1f} img/s")
+    roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
+    anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
+    # the fixed box (decode + resize + crop) and the configured placement (default: the mandible
+    # finder places each box, which adds finding the border and measuring the cortical width)
+    for placement in ("fixed", roi["placement"]):
+        for workers in (1, None):
+            cache = tmp / f"cache-{placement}-{workers}"
+            t = time.perf_counter()
+            build_roi_cache(df, {**roi, "placement": placement}, cache, num_workers=workers, progress=False,
+                            anatomy=anatomy)
+            cold = a.n / (time.perf_counter() - t)
+            print(f"ROI cache build, placement={placement} ({workers or available_cpus()} proc): {cold:8.1f} img/s")
     from osteo.data import cache as cache_mod
 
     cache_mod._LOADED.clear()
     t = time.perf_counter()
-    build_roi_cache(df, cfg.data.roi, cache, progress=False)
+    build_roi_cache(df, roi, cache, progress=False, anatomy=anatomy)
     print(f"ROI cache warm load from disk (.npy read):       {a.n / (time.perf_counter() - t):8.1f} img/s")
     t = time.perf_counter()
-    build_roi_cache(df, cfg.data.roi, cache, progress=False)
+    build_roi_cache(df, roi, cache, progress=False, anatomy=anatomy)
     print(f"ROI cache, later run in the same process:        {a.n / (time.perf_counter() - t):8.1f} img/s")
 
     dm = instantiate(cfg.data)

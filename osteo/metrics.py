@@ -16,7 +16,9 @@ from torchmetrics.functional.classification import (
 
 
 def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+    """A float64 tensor of its own (a copy: torch warns on, and must not write through, a read-only
+    array such as a pandas column's)."""
+    return torch.tensor(np.asarray(a, dtype=np.float64))
 
 
 def youden_threshold(y, p) -> float:
