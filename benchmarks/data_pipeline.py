@@ -22,6 +22,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--train-steps", type=int, default=2)
     a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="osteo-bench-") as d:  # phantoms and caches go with it
+        run(a, Path(d))
+
+
+def run(a: argparse.Namespace, tmp: Path) -> None:
+    """Print the pipeline's figures for ``a.n`` phantoms drawn under ``tmp``."""
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -33,7 +39,6 @@ def main() -> None:
     from osteo.data.phantom import PhantomParams, generate
     from osteo.models.module import DprClassifier
 
-    tmp = Path(tempfile.mkdtemp(prefix="osteo-bench-"))
     generate(tmp / "ph", PhantomParams(n=a.n, seed=0), progress=False)
     cfg = compose([f"paths.outputs={tmp / 'out'}", f"data.manifest={tmp / 'ph' / 'manifest.csv'}",
                    f"data.batch_size={a.batch}", "data.split.test_per_class=5", "data.split.n_folds=3"])
