@@ -55,7 +55,7 @@ def run(a: argparse.Namespace, tmp: Path) -> None:
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
     # the fixed box (decode + resize + crop) and the configured placement (default: the mandible
     # finder places each box, which adds finding the border and measuring the cortical width)
-    for placement in ("fixed", roi["placement"]):
+    for placement in dict.fromkeys(("fixed", roi["placement"])):  # once each
         for workers in (1, None):
             cache = tmp / f"cache-{placement}-{workers}"
             t = time.perf_counter()
