@@ -301,6 +301,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("no such folder", "no such folder or file"),
     ("too few phantoms", "--n 3: the two-sample tests are 5-fold cross-validations"),
     ("too few real ROIs", "placed 2 ROIs on the 2 images"),
+    ("negative bootstrap", "--bootstrap -1: give a number of resamples, or 0 for none"),
 ])
 def test_realism_benchmark_bad_inputs(case, text, tmp_path):
     """benchmarks/phantom_realism.py keeps the contract too: one line, exit 2, no traceback."""
@@ -319,6 +320,8 @@ def test_realism_benchmark_bad_inputs(case, text, tmp_path):
              "params not whole": ("--params", '{"n": 4.5}')}
     args = [sys.executable, str(BENCHMARKS / "phantom_realism.py"), "--real", str(real),
             "--n", "3" if case == "too few phantoms" else "5", "--no-cnn", "--out", str(tmp_path / "out")]
+    if case == "negative bootstrap":
+        args += ["--bootstrap", "-1"]
     if case in files:
         flag, body = files[case]
         (tmp_path / "f.json").write_text(body)
@@ -350,6 +353,7 @@ def test_realism_benchmark_takes_a_plain_folder_of_dprs(tmp_path):
     assert {"power spectrum", "row profile", "column profile", "all"} <= set(groups)
     assert all(0.0 <= v <= 1.0 for g in groups.values() for v in g.values())
     assert "means moved to the real images" in r.stdout
+    assert "no bootstrap interval: it needs 20 or more ROIs in each set" in r.stdout   # 5 and 5
     # --reference: the real set against itself after each acquisition-chain change, 5 pairs each
     assert "JPEG, quality 75" in res["reference"] and "Gaussian blur, 0.7 px" in res["reference"]
     assert all(v["pairs"] == 5 and 0.0 <= v["min"] <= v["mean"] <= v["max"] <= 1.0 for v in res["reference"].values())

@@ -89,3 +89,21 @@ def test_group_aucs_find_the_kinds_whose_means_differ(realism):
     assert 0.3 < g["all"]["means matched"] < 0.7
     others = np.r_[groups["gradients"], groups["column profile"]]
     assert np.mean(realism["matched_means_auc"](X, y, others, 2)) > 0.85
+
+
+def test_bootstrap_interval_follows_the_separation(realism):
+    """Resampling the images: sets that differ far read near 1 in every resample, sets drawn from
+    one distribution read about chance, and a moderate difference's full-sample AUC lies inside
+    its 95% interval."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(30), np.zeros(60)].astype(int)
+    boot = realism["bootstrap_aucs"]
+    far = rng.normal(size=(90, 6)) + 3.0 * y[:, None]
+    aucs = boot(far, y, realism["logistic"], n_boot=20)
+    assert aucs.shape == (20,) and aucs.min() > 0.95
+    same = rng.normal(size=(90, 6))
+    assert 0.3 < np.median(boot(same, y, realism["logistic"], n_boot=20)) < 0.7
+    moderate = rng.normal(size=(90, 6)) + 0.5 * y[:, None]
+    full = np.mean(realism["cv_auc"](moderate, y, realism["logistic"], 5))
+    lo, hi = np.percentile(boot(moderate, y, realism["logistic"], n_boot=40), [2.5, 97.5])
+    assert lo < full < hi and hi - lo > 0.05
