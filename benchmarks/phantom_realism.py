@@ -235,7 +235,7 @@ def out_of_fold_aucs(y: np.ndarray, score_fold, repeats: int = 5,
 
     aucs = []
     for r in range(repeats):
-        s = np.zeros(len(y))
+        s = np.zeros(len(y))   # (split's X only gives the row count: y stands in for it)
         folds = (StratifiedKFold(5, shuffle=True, random_state=r).split(y, y) if groups is None
                  else StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups))
         for tr, te in folds:
