@@ -553,14 +553,14 @@ def main(argv: list[str] | None = None) -> int:
            "texture_auc": {"mean": float(np.mean(tex)), "min": min(tex), "max": max(tex)}}
     print(f"two-sample AUC, texture statistics + logistic regression: {np.mean(tex):.3f} "
           f"(5 shuffles: {min(tex):.3f} to {max(tex):.3f}; target <= 0.80)")
-    if a.bootstrap > 0 and min(len(real), len(phantom)) < BOOTSTRAP_MIN_IMAGES:
-        print(f"  (no bootstrap interval: it needs {BOOTSTRAP_MIN_IMAGES} or more ROIs in each set)")
-    elif a.bootstrap > 0:
-        boot = bootstrap_aucs(X, y, logistic, a.bootstrap)
-        lo, med, hi = np.percentile(boot, [2.5, 50, 97.5])
-        res["texture_auc"]["bootstrap"] = {"resamples": a.bootstrap, "median": med, "2.5%": lo, "97.5%": hi}
-        print(f"  with the images drawn again ({a.bootstrap} bootstrap resamples of both sets): median {med:.3f}, "
-              f"95% interval {lo:.3f} to {hi:.3f}")
+    if a.bootstrap > 0:
+        if min(len(real), len(phantom)) < BOOTSTRAP_MIN_IMAGES:
+            print(f"  (no bootstrap interval: it needs {BOOTSTRAP_MIN_IMAGES} or more ROIs in each set)")
+        else:
+            lo, med, hi = np.percentile(bootstrap_aucs(X, y, logistic, a.bootstrap), [2.5, 50, 97.5])
+            res["texture_auc"]["bootstrap"] = {"resamples": a.bootstrap, "median": med, "2.5%": lo, "97.5%": hi}
+            print(f"  with the images drawn again ({a.bootstrap} bootstrap resamples of both sets): "
+                  f"median {med:.3f}, 95% interval {lo:.3f} to {hi:.3f}")
     groups = group_aucs(X, y)
     res["texture_groups"] = groups
     print("  by kind of statistic (mean AUC of 5 shuffles): that kind alone / all but it")
