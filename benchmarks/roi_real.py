@@ -1,6 +1,6 @@
 """Mandible finding on real DPRs and on multi-device phantoms: the targets of issue 10.
 
-    python benchmarks/roi_real.py --data ../shared/real-dpr/abdi-dev [--phantoms 300]
+    python benchmarks/roi_real.py --data ../shared/real-dpr/abdi-dev [--phantoms 300] [--perturb]
 
 Real images (``DATA/images`` with dentists' masks in ``DATA/masks-1`` and ``DATA/masks-2``; the
 border in a column is the lowest mask pixel): per image the border error (mean absolute row
@@ -8,6 +8,9 @@ difference over the placed box's columns, 1200 x 630 frame), whether the whole b
 box's rows with a 3 px margin (auto and the fixed default box), and the time to find the border
 after decoding. Phantoms (``--framing-spread 1``): border held (auto and fixed), MCW error
 against the ground-truth cortical width, and the AUC of MCW against the cortical-width oracle.
+With ``--perturb``, the real images again after each of ``PERTURBATIONS`` (another device's
+size, tone curve, noise, blur, padding or framing, applied to image and masks alike): border
+error, border held and flagged, against masks-1.
 Prints its figures; writes nothing except the phantom set under --phantom-dir.
 """
 
@@ -33,9 +36,80 @@ MARGIN = 3
 def mask_border(path: Path, resize_wh) -> np.ndarray:
     """Lowest mask pixel per column of the resized mask (its centre, in the finder's row
     convention where pixel r spans [r, r + 1)); NaN where the column is empty."""
-    m = np.asarray(Image.open(path).convert("L").resize(tuple(resize_wh), Image.BILINEAR)) > 127
+    return border_of_mask(np.asarray(Image.open(path).convert("L")), resize_wh)
+
+
+def _resized(img: np.ndarray, s: float, how) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).resize((round(img.shape[1] * s), round(img.shape[0] * s)), how))
+
+
+def _pad(img: np.ndarray, rows: float = 0.0, cols: float = 0.0) -> np.ndarray:
+    r, c = round(img.shape[0] * rows), round(img.shape[1] * cols)
+    return np.pad(img, ((0, r), (c, c)))
+
+
+def _gamma(g: np.ndarray, p: float) -> np.ndarray:
+    return np.round(255 * (g / 255.0) ** p).astype(np.uint8)
+
+
+def _noise(g: np.ndarray, sd: float) -> np.ndarray:
+    return np.clip(g + np.random.default_rng(0).normal(0, sd, g.shape), 0, 255).astype(np.uint8)
+
+
+def _blur(g: np.ndarray, sd: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.round(gaussian_filter(g.astype(np.float32), sd)).astype(np.uint8)
+
+
+# name: (image (uint8 (H, W)) -> image, mask -> mask); sizes as fractions of the image's
+PERTURBATIONS = {
+    "none": (lambda g: g, lambda m: m),
+    "half size": (lambda g: _resized(g, 0.5, Image.BILINEAR), lambda m: _resized(m, 0.5, Image.NEAREST)),
+    "0.3 size": (lambda g: _resized(g, 0.3, Image.BILINEAR), lambda m: _resized(m, 0.3, Image.NEAREST)),
+    "gamma 0.6 (brighter)": (lambda g: _gamma(g, 0.6), lambda m: m),
+    "gamma 1.6 (darker)": (lambda g: _gamma(g, 1.6), lambda m: m),
+    "noise SD 8 grey levels": (lambda g: _noise(g, 8.0), lambda m: m),
+    "blur SD 2 px": (lambda g: _blur(g, 2.0), lambda m: m),
+    "black padding below, 10% of the height": (lambda g: _pad(g, rows=0.1), lambda m: _pad(m, rows=0.1)),
+    "black padding at the sides, 10% of the width each": (lambda g: _pad(g, cols=0.1), lambda m: _pad(m, cols=0.1)),
+    "top 15% cut off (taller framing)": (lambda g: g[round(0.15 * g.shape[0]):], lambda m: m[round(0.15 * m.shape[0]):]),
+    "8% cut off each side (narrower framing)": (lambda g: g[:, round(0.08 * g.shape[1]):g.shape[1] - round(0.08 * g.shape[1])],
+                                                lambda m: m[:, round(0.08 * m.shape[1]):m.shape[1] - round(0.08 * m.shape[1])]),
+}
+
+
+def border_of_mask(mask: np.ndarray, resize_wh) -> np.ndarray:
+    """``mask_border`` of a mask array (uint8 (H, W), mandible > 127): float [W] of ``resize_wh``."""
+    m = np.asarray(Image.fromarray(mask).resize(tuple(resize_wh), Image.BILINEAR)) > 127
     rows = np.arange(m.shape[0])[:, None]
     return np.where(m.any(0), (rows * m).max(0) + 0.5, np.nan)
+
+
+def perturb(data: Path, roi: dict, anatomy: dict) -> None:
+    """The real images' border error (median and 90th percentile over images, px of the resized
+    frame), border held (masks-1) and flagged after each of ``PERTURBATIONS``."""
+    W, _ = roi["resize_wh"]
+    bw, bh = roi["box_xywh"][2:]
+    files = sorted(f for f in (data / "images").glob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = []
+    for f in files:
+        g = read_gray(f)
+        m = Image.open(data / "masks-1" / (f.stem + ".png")).convert("L").resize(g.shape[::-1], Image.NEAREST)
+        pairs.append((g, np.asarray(m)))
+    print(f"\nreal DPRs after one acquisition change ({len(pairs)} images; masks-1 changed alike):")
+    for name, (image, mask) in PERTURBATIONS.items():
+        err, held, flagged = [], 0, 0
+        for g, m in pairs:
+            res = analyse(image(g), roi, anatomy, 0.1)
+            x0, y0 = res["roi_x0"], res["roi_y0"]
+            truth = border_of_mask(mask(m), roi["resize_wh"])
+            cols = slice(x0, x0 + bw)
+            err.append(float(np.nanmean(np.abs(border_array(res, W)[cols] - truth[cols]))))
+            held += holds(truth, x0, y0, bw, bh)
+            flagged += res["status"] != "ok"
+        print(f"  {name:50s} error median {np.median(err):5.2f} px (90th pct {np.percentile(err, 90):5.2f}); "
+              f"held {held}/{len(pairs)}; flagged {flagged}")
 
 
 def holds(border: np.ndarray, x0: int, y0: int, w: int, h: int) -> bool:
@@ -127,14 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="folder with images/, masks-1/, masks-2/ (real DPRs)")
     ap.add_argument("--phantoms", type=int, default=0, help="also measure on N multi-device phantoms")
     ap.add_argument("--phantom-dir", default=None, help="where to keep them (default: a temporary folder)")
+    ap.add_argument("--perturb", action="store_true",
+                    help="also measure the real images after each acquisition change of PERTURBATIONS")
     a, overrides = ap.parse_known_args(argv)
     if not a.data and not a.phantoms:
         ap.error("nothing to measure: give --data DIR (real DPRs with masks) and/or --phantoms N")
+    if a.perturb and not a.data:
+        ap.error("--perturb changes real images: give --data DIR too")
     cfg = compose(overrides)
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
     if a.data:
         real(Path(a.data), roi, anatomy)
+        if a.perturb:
+            perturb(Path(a.data), roi, anatomy)
     if a.phantoms:
         out = Path(a.phantom_dir) if a.phantom_dir else Path(tempfile.mkdtemp()) / "phantoms"
         phantoms(a.phantoms, out, roi, anatomy)

@@ -22,3 +22,38 @@ def test_data_pipeline_benchmark_runs_and_leaves_nothing(tmp_path):
     for line in ("placement=fixed (1 proc)", "placement=auto (2 proc)", "datamodule iteration", "VGG16-TF2"):
         assert line in r.stdout
     assert not list(tmp_path.glob("osteo-bench-*"))   # its phantoms and caches are gone
+
+
+def test_roi_real_benchmark_measures_the_finder_after_acquisition_changes(tmp_path):
+    """`roi_real.py --perturb` on three phantoms laid out as a real set (images/, masks-1/, masks-2/;
+    the mask is everything above the drawn border): every change is measured, the unchanged images'
+    borders are found within 2 px, and black padding below the image does not pull the border."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from osteo.data.phantom import PhantomParams, border_y, render, sample_subjects
+
+    p = PhantomParams(n=3, seed=5, framing_spread=1.0, bottom_strip_prob=0.0)
+    for sub in ("images", "masks-1", "masks-2"):
+        (tmp_path / sub).mkdir()
+    for i, row in enumerate(sample_subjects(p).to_dict("records")):
+        gray = render(row, p)
+        h, w = gray.shape
+        mask = np.arange(h)[:, None] < border_y(np.arange(w), row)[None]
+        Image.fromarray(gray).save(tmp_path / "images" / f"dpr_{i}.png")
+        for sub in ("masks-1", "masks-2"):
+            Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / sub / f"dpr_{i}.png")
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "roi_real.py"), "--data", str(tmp_path), "--perturb"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    found = dict(re.findall(r"^  (\S.*?)\s+error median\s+([\d.]+) px", r.stdout, re.M))
+    assert set(found) == {"none", "half size", "0.3 size", "gamma 0.6 (brighter)", "gamma 1.6 (darker)",
+                          "noise SD 8 grey levels", "blur SD 2 px", "black padding below, 10% of the height",
+                          "black padding at the sides, 10% of the width each", "top 15% cut off (taller framing)",
+                          "8% cut off each side (narrower framing)"}, r.stdout
+    assert float(found["none"]) <= 2.0 and float(found["black padding below, 10% of the height"]) <= 2.0, r.stdout
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "roi_real.py"), "--perturb", "--phantoms", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--perturb changes real images: give --data DIR too" in r.stderr

@@ -3,6 +3,9 @@
 Works in the thesis's resized frame (``data.roi.resize_wh``, 1200 x 630 by default; x right,
 y down, pixels). The border is where bright bone (the cortex) meets dark soft tissue below it:
 
+0. padding: constant strips at the image's edges (which exports and devices add) are filled
+   with the nearest row or column of content, so that the step into them is not taken for the
+   border (``padding_max_sd``);
 1. evidence: the vertical brightness drop at two scales (a step of ``step_px`` and a band of
    ``band_px``), capped at its ``clip_percentile`` so that metal and teeth do not dominate,
    weighted up where the rows just below are dark, plus a small bonus for lower rows;
@@ -62,6 +65,30 @@ def grey_range(gray: np.ndarray) -> float:
     """Robust grey range of an image (1st to 99th percentile), at least 1."""
     lo, hi = np.percentile(gray, [1, 99])
     return float(max(hi - lo, 1.0))
+
+
+def fill_padding(gray: np.ndarray, max_sd: float) -> np.ndarray:
+    """A copy of ``gray`` (uint8 (H, W)) whose constant strips at its four edges (rows or
+    columns whose grey-level SD is at most ``max_sd``, running to the edge) and the one row or
+    column blended into them by resizing are replaced by the nearest row or column beyond;
+    unchanged when ``max_sd`` < 0 or when the strip would be the whole image."""
+    g = gray.copy()
+    if max_sd < 0:
+        return g
+    H, W = g.shape
+    for axis, n in ((0, H), (1, W)):
+        sd = g.std(axis=1 - axis)
+        lead = int(np.argmax(sd > max_sd)) if (sd > max_sd).any() else n
+        trail = int(np.argmax(sd[::-1] > max_sd)) if (sd > max_sd).any() else n
+        if lead + trail + 4 > n:
+            continue
+        if lead:
+            idx = np.r_[np.full(lead + 1, lead + 1), np.arange(lead + 1, n)]
+            g = np.take(g, idx, axis=axis)
+        if trail:
+            idx = np.r_[np.arange(0, n - trail - 1), np.full(trail + 1, n - trail - 2)]
+            g = np.take(g, idx, axis=axis)
+    return g
 
 
 def border_evidence(gray: np.ndarray, cfg: Mapping, top: int | None = None) -> np.ndarray:
@@ -176,6 +203,7 @@ def find_border(gray: np.ndarray, cfg: Mapping) -> Border:
     ``cfg`` is ``data.anatomy.border``: ``columns`` as fractions of the width, ``search_top``
     as a fraction of the height, the other lengths in pixels of ``gray``.
     """
+    gray = fill_padding(gray, float(cfg["padding_max_sd"]))
     H, W = gray.shape
     x0, x1 = (int(round(c * W)) for c in cfg["columns"])
     top = int(round(cfg["search_top"] * H))
