@@ -10,7 +10,7 @@ after decoding. Phantoms (``--framing-spread 1``): border held (auto and fixed),
 against the ground-truth cortical width, and the AUC of MCW against the cortical-width oracle.
 With ``--perturb``, the real images again after each of ``PERTURBATIONS`` (another device's
 size, tone curve, noise, blur, padding or framing, applied to image and masks alike): border
-error, border held and flagged, against masks-1.
+error, border held, flagged and missed without a flag, against masks-1.
 Prints its figures; writes nothing except the phantom set under --phantom-dir.
 """
 
@@ -88,7 +88,8 @@ def border_of_mask(mask: np.ndarray, resize_wh) -> np.ndarray:
 
 def perturb(data: Path, roi: dict, anatomy: dict) -> None:
     """The real images' border error (median and 90th percentile over images, px of the resized
-    frame), border held (masks-1) and flagged after each of ``PERTURBATIONS``."""
+    frame), border held (masks-1), flagged, and missed unflagged (not held, not flagged: a wrong
+    ROI nobody is told of) after each of ``PERTURBATIONS``."""
     W, _ = roi["resize_wh"]
     bw, bh = roi["box_xywh"][2:]
     files = sorted(f for f in (data / "images").glob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
@@ -99,17 +100,19 @@ def perturb(data: Path, roi: dict, anatomy: dict) -> None:
         pairs.append((g, np.asarray(m)))
     print(f"\nreal DPRs after one acquisition change ({len(pairs)} images; masks-1 changed alike):")
     for name, (image, mask) in PERTURBATIONS.items():
-        err, held, flagged = [], 0, 0
+        err, held, flagged, missed = [], 0, 0, 0
         for g, m in pairs:
             res = analyse(image(g), roi, anatomy, 0.1)
             x0, y0 = res["roi_x0"], res["roi_y0"]
             truth = border_of_mask(mask(m), roi["resize_wh"])
             cols = slice(x0, x0 + bw)
             err.append(float(np.nanmean(np.abs(border_array(res, W)[cols] - truth[cols]))))
-            held += holds(truth, x0, y0, bw, bh)
-            flagged += res["status"] != "ok"
+            ok, held_here = res["status"] == "ok", holds(truth, x0, y0, bw, bh)
+            held += held_here
+            flagged += not ok
+            missed += ok and not held_here
         print(f"  {name:50s} error median {np.median(err):5.2f} px (90th pct {np.percentile(err, 90):5.2f}); "
-              f"held {held}/{len(pairs)}; flagged {flagged}")
+              f"held {held}/{len(pairs)}; flagged {flagged}; missed unflagged {missed}")
 
 
 def holds(border: np.ndarray, x0: int, y0: int, w: int, h: int) -> bool:

@@ -78,16 +78,22 @@ def border_band_ratio(cam: np.ndarray, border_rows: np.ndarray, band_px: float) 
     return float((cam[band].sum() / total) / band.mean())
 
 
-def cortex_soft_ratio(cam: np.ndarray, border_rows: np.ndarray, cortex_px: np.ndarray | float) -> float:
-    """(CAM mass on the cortex: from the border up ``cortex_px`` rows, per column) / (mass on the
-    soft tissue just below it: the same number of rows down from the border). Above 1: the model
-    looks at bone more than at what lies under it. ``cam`` [H, W]; ``border_rows`` [W] ROI rows."""
+def cortex_soft_masses(cam: np.ndarray, border_rows: np.ndarray, cortex_px: np.ndarray | float) -> tuple[float, float]:
+    """(CAM mass on the cortex: from the border up ``cortex_px`` rows, per column; mass on the soft
+    tissue just below it: the same number of rows down from the border). ``cam`` [H, W];
+    ``border_rows`` [W] ROI rows; ``cortex_px`` rows, one number or [W]."""
     rows = np.arange(cam.shape[0])[:, None]
     d = border_rows[None, :] - rows  # rows above the border (> 0)
     w = np.broadcast_to(np.asarray(cortex_px, dtype=float), border_rows.shape)[None, :]
     above, below = (d > 0) & (d <= w), (d <= 0) & (d > -w)
-    soft = cam[below].sum()
-    return float(cam[above].sum() / soft) if soft > 0 else float("nan")
+    return float(cam[above].sum()), float(cam[below].sum())
+
+
+def cortex_soft_ratio(cam: np.ndarray, border_rows: np.ndarray, cortex_px: np.ndarray | float) -> float:
+    """``cortex_soft_masses``' cortex mass over its soft-tissue mass (NaN when that is 0). Above 1:
+    the model looks at bone more than at what lies under it."""
+    cortex, soft = cortex_soft_masses(cam, border_rows, cortex_px)
+    return cortex / soft if soft > 0 else float("nan")
 
 
 def _last_block_split(model) -> tuple[list[nn.Module], nn.Module, nn.Module]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from osteo.gradcam import border_band_ratio, grad_cams
+from osteo.gradcam import border_band_ratio, cortex_soft_masses, cortex_soft_ratio, grad_cams
 from osteo.models.module import DprClassifier
 
 
@@ -51,6 +51,23 @@ def test_border_band_ratio():
     r = border_band_ratio(cam, rows, band_px=5)
     assert r == pytest.approx(70 / 11)  # band is 11 of 70 rows
     assert border_band_ratio(np.ones((70, 350)), rows, 5) == 1.0
+
+
+def test_cortex_soft_masses_split_the_map_at_the_border():
+    cam = np.zeros((70, 350), np.float32)
+    rows = np.full(350, 40.0)
+    cam[34:40] = 2.0   # the 6 rows above the border (the cortex, 6 px wide)
+    cam[40:46] = 0.5   # the 6 rows below it
+    cam[0:10] = 9.0    # far above: neither
+    cortex, soft = cortex_soft_masses(cam, rows, 6.0)
+    assert (cortex, soft) == pytest.approx((2.0 * 6 * 350, 0.5 * 6 * 350))
+    assert cortex_soft_ratio(cam, rows, 6.0) == pytest.approx(4.0)
+    # a per-column width: where it is 0, that column counts for neither side
+    widths = np.full(350, 6.0)
+    widths[:175] = 0.0
+    assert cortex_soft_masses(cam, rows, widths) == pytest.approx((2.0 * 6 * 175, 0.5 * 6 * 175))
+    cam[40:46] = 0.0
+    assert np.isnan(cortex_soft_ratio(cam, rows, 6.0))  # nothing below: no ratio
 
 
 @pytest.mark.parametrize("depth", [0, 2])

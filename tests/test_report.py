@@ -107,6 +107,8 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
     # two configurations x two target blocks (block 5 and block 4)
     assert len(band) == 4 and set(band["target"]) == {"block 5", "block 4"}
     assert np.isfinite(band.filter(like="mean").to_numpy()).all()
+    pooled = band.filter(like="cortex/soft pooled").to_numpy()
+    assert pooled.shape == (4, 2) and np.isfinite(pooled).all() and (pooled > 0).all()
     page = (out / "index.html").read_text()
     for ref in re.findall(r'src="([^"]+)"', page):
         assert (out / ref).exists(), ref

@@ -63,7 +63,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     from osteo.checkpoints import load_datamodule, load_model
     from osteo.data.cache import image_boxes
     from osteo.data.phantom import roi_border_rows
-    from osteo.gradcam import border_band_ratio, cortex_soft_ratio, grad_cams
+    from osteo.gradcam import border_band_ratio, cortex_soft_masses, grad_cams
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run = _best_fold(runs[runs["config"] == best])
@@ -129,11 +129,18 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
                 box = boxes[pos_of[img]]
                 px_mm = r["pixel_mm"] * r["height"] / roi["resize_wh"][1] / roi["scale"]  # mm per ROI row
                 border = roi_border_rows(r, roi, box)
+                cortex, soft = cortex_soft_masses(cam, border, r["cortical_width_mm"] / px_mm)
                 rows.append({"configuration": label, "target": f"block {block}", "label": int(r["label"]),
                              "ratio": border_band_ratio(cam, border, float(rcfg.gradcam.band_mm) / px_mm),
-                             "cortex/soft": cortex_soft_ratio(cam, border, r["cortical_width_mm"] / px_mm)})
-    band = (pd.DataFrame(rows).groupby(["configuration", "target", "label"])[["ratio", "cortex/soft"]]
-            .agg(["mean", "count"]).unstack("label"))
+                             "cortex/soft": cortex / soft if soft > 0 else float("nan"),
+                             "cortex": cortex, "soft": soft})
+    groups = pd.DataFrame(rows).groupby(["configuration", "target", "label"])
+    band = groups[["ratio", "cortex/soft"]].agg(["mean", "count"])
+    # the images' maps pooled: all their CAM mass on the cortex over all of it on the soft tissue
+    # (the mean of per-image ratios runs away where one image's soft-tissue mass is near 0)
+    sums = groups[["cortex", "soft"]].sum()
+    band[("cortex/soft", "pooled")] = sums["cortex"] / sums["soft"].where(sums["soft"] > 0)
+    band = band.unstack("label")
     band.columns = [f"{'band ' if a == 'ratio' else ''}{a} {s} ({'osteoporosis' if b else 'normal'})"
                     for a, s, b in band.columns]
     band = band.drop(columns=[c for c in band.columns if c.startswith("cortex/soft count")])
