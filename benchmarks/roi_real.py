@@ -48,6 +48,11 @@ def _pad(img: np.ndarray, rows: float = 0.0, cols: float = 0.0) -> np.ndarray:
     return np.pad(img, ((0, r), (c, c)))
 
 
+def _cut(img: np.ndarray, top: float = 0.0, sides: float = 0.0) -> np.ndarray:
+    t, c = round(img.shape[0] * top), round(img.shape[1] * sides)
+    return img[t:, c:img.shape[1] - c]
+
+
 def _gamma(g: np.ndarray, p: float) -> np.ndarray:
     return np.round(255 * (g / 255.0) ** p).astype(np.uint8)
 
@@ -73,9 +78,8 @@ PERTURBATIONS = {
     "blur SD 2 px": (lambda g: _blur(g, 2.0), lambda m: m),
     "black padding below, 10% of the height": (lambda g: _pad(g, rows=0.1), lambda m: _pad(m, rows=0.1)),
     "black padding at the sides, 10% of the width each": (lambda g: _pad(g, cols=0.1), lambda m: _pad(m, cols=0.1)),
-    "top 15% cut off (taller framing)": (lambda g: g[round(0.15 * g.shape[0]):], lambda m: m[round(0.15 * m.shape[0]):]),
-    "8% cut off each side (narrower framing)": (lambda g: g[:, round(0.08 * g.shape[1]):g.shape[1] - round(0.08 * g.shape[1])],
-                                                lambda m: m[:, round(0.08 * m.shape[1]):m.shape[1] - round(0.08 * m.shape[1])]),
+    "top 15% cut off (taller framing)": (lambda g: _cut(g, top=0.15), lambda m: _cut(m, top=0.15)),
+    "8% cut off each side (narrower framing)": (lambda g: _cut(g, sides=0.08), lambda m: _cut(m, sides=0.08)),
 }
 
 

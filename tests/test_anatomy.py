@@ -132,6 +132,7 @@ def test_a_chin_near_the_bottom_edge_is_found_and_its_box_runs_past_the_edge(set
         past_edge += y0 + 140 > 630
     assert past_edge >= 2
 
+
 def test_black_padding_under_a_low_chin_is_not_taken_for_the_border(settings):
     """Exports and devices pad DPRs with constant strips. Under a chin near the image's bottom the
     step into black padding is as strong as the cortex's own; the finder fills such strips with the

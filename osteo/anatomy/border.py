@@ -77,9 +77,10 @@ def fill_padding(gray: np.ndarray, max_sd: float) -> np.ndarray:
         return g
     H, W = g.shape
     for axis, n in ((0, H), (1, W)):
-        sd = g.std(axis=1 - axis)
-        lead = int(np.argmax(sd > max_sd)) if (sd > max_sd).any() else n
-        trail = int(np.argmax(sd[::-1] > max_sd)) if (sd > max_sd).any() else n
+        content = np.flatnonzero(g.std(axis=1 - axis) > max_sd)
+        if not len(content):
+            continue
+        lead, trail = int(content[0]), n - 1 - int(content[-1])
         if lead + trail + 4 > n:
             continue
         if lead:

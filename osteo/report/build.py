@@ -132,9 +132,10 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
                 cortex, soft = cortex_soft_masses(cam, border, r["cortical_width_mm"] / px_mm)
                 rows.append({"configuration": label, "target": f"block {block}", "label": int(r["label"]),
                              "ratio": border_band_ratio(cam, border, float(rcfg.gradcam.band_mm) / px_mm),
-                             "cortex/soft": cortex / soft if soft > 0 else float("nan"),
                              "cortex": cortex, "soft": soft})
-    groups = pd.DataFrame(rows).groupby(["configuration", "target", "label"])
+    per_image = pd.DataFrame(rows)
+    per_image["cortex/soft"] = per_image["cortex"] / per_image["soft"].where(per_image["soft"] > 0)
+    groups = per_image.groupby(["configuration", "target", "label"])
     band = groups[["ratio", "cortex/soft"]].agg(["mean", "count"])
     # the images' maps pooled: all their CAM mass on the cortex over all of it on the soft tissue
     # (the mean of per-image ratios runs away where one image's soft-tissue mass is near 0)
