@@ -39,6 +39,11 @@ def mask_border(path: Path, resize_wh) -> np.ndarray:
     return border_of_mask(np.asarray(Image.open(path).convert("L")), resize_wh)
 
 
+def image_files(data: Path) -> list[Path]:
+    """The images under ``data/images`` (sorted), those the masks in masks-1/ and masks-2/ belong to."""
+    return sorted(f for f in (data / "images").glob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _resized(img: np.ndarray, s: float, how) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((round(img.shape[1] * s), round(img.shape[0] * s)), how))
 
@@ -96,7 +101,7 @@ def perturb(data: Path, roi: dict, anatomy: dict) -> None:
     ROI nobody is told of) after each of ``PERTURBATIONS``."""
     W, _ = roi["resize_wh"]
     bw, bh = roi["box_xywh"][2:]
-    files = sorted(f for f in (data / "images").glob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(data)
     pairs = []
     for f in files:
         g = read_gray(f)
@@ -128,7 +133,7 @@ def holds(border: np.ndarray, x0: int, y0: int, w: int, h: int) -> bool:
 def real(data: Path, roi: dict, anatomy: dict) -> None:
     W, H = roi["resize_wh"]
     bx, by, bw, bh = roi["box_xywh"]
-    files = sorted(f for f in (data / "images").glob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(data)
     if not files:
         sys.exit(f"{data}/images: no images; give --data a folder with images/, masks-1/ and masks-2/ of real DPRs")
     err1, err2, held_auto, held_fixed, secs, flagged = [], [], 0, 0, [], []
