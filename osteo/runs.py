@@ -40,6 +40,41 @@ def config_label(backbone: str, depth: int, weights: object, covariates=()) -> s
     return f"{backbone} TF{int(depth)}, {init}{cov}"
 
 
+# the settings a configuration's label already names (or that tell its runs apart: the fold)
+LABELLED_SETTINGS = ("backbone", "depth", "fold")
+
+
+def name_settings(run_name: str) -> list[str]:
+    """The 'key=value' items of a run directory's name (Hydra's override dirname: items joined
+    by ',', commas inside brackets or quotes kept), e.g. 'backbone=vgg16,data.roi.scale=0.5,
+    depth=1,fold=0' -> ['backbone=vgg16', 'data.roi.scale=0.5', 'depth=1', 'fold=0']; [] for a
+    name that is not such a list."""
+    items, cur, depth, quote = [], "", 0, ""
+    for ch in run_name:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    items.append(cur)
+    return items if all("=" in i and not i.startswith("=") for i in items) else []
+
+
+def extra_settings(run_name: str) -> list[str]:
+    """The settings in a run directory's name that its configuration label does not name
+    (``LABELLED_SETTINGS``), e.g. ['data.roi.scale=0.5'] for 'backbone=vgg16,data.roi.scale=0.5,
+    depth=1,fold=0': runs that differ in them are different configurations, never folds of one."""
+    return [i for i in name_settings(run_name) if i.split("=", 1)[0] not in LABELLED_SETTINGS]
+
+
 def run_weights(cfg) -> object:
     """The ``weights`` value of a run's saved config (older runs: ``model.pretrained``)."""
     if "weights" in cfg:
@@ -93,9 +128,10 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
     """Every run directory under ``root``.
 
     Returns (runs, predictions by run directory, problems). ``runs`` has one row per finished
-    run: dir, config label, backbone, depth, pretrained, fold, n_folds, data (manifest and
-    split file) and flattened metrics. ``problems`` lists failed, unfinished and missing runs
-    as dicts (run, status, detail).
+    run: dir, config label (``config_label`` and, in brackets, the settings the run directory's
+    name adds: 'vgg16 TF1, vgg16_hed [data.roi.scale=0.5]'), backbone, depth, pretrained, fold,
+    n_folds, data (manifest and split file) and flattened metrics. ``problems`` lists failed,
+    unfinished, missing and duplicate runs as dicts (run, status, detail).
     """
     root = Path(root)
     rows, preds, problems = [], {}, []
@@ -113,9 +149,13 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
             continue
         m = json.loads((d / "metrics.json").read_text())
         content = data_content(m)
+        extra = extra_settings(d.name)
+        settings = f" [{', '.join(extra)}]" if extra else ""  # appended to the label
         row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
                "pretrained": parse_weights(run_weights(cfg)).pretrained, "fold": int(cfg.fold),
-               "n_folds": int(cfg.data.split.n_folds), "config": run_label(cfg),
+               "n_folds": int(cfg.data.split.n_folds),
+               "config": run_label(cfg) + settings, "settings": settings,
+               "finished": (d / "metrics.json").stat().st_mtime,
                "covariates": ",".join(run_covariates(cfg)),
                "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
                "threshold": m["threshold_val_youden"], "manifest": m.get("manifest"),
@@ -129,6 +169,16 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
         preds[str(d)] = pd.read_csv(d / "predictions.csv", dtype={"patient_id": str})
     runs = pd.DataFrame(rows)
     if len(runs):
+        # the same configuration's fold run twice (a copied or moved run directory): the newer
+        # run counts, the other is listed, never pooled as one more fold
+        key = ["data", "config", "fold"]
+        older = runs.sort_values("finished").duplicated(key, keep="last").sort_index()
+        for _, r in runs[older].iterrows():
+            newer = runs[~older & (runs[key] == r[key]).all(axis=1)]["run"].iloc[0]
+            problems.append({"run": r["run"], "status": "duplicate", "data": r["data"],
+                             "detail": f"{r['config']} fold {r['fold']} again: the newer run {newer} counts"})
+            del preds[r["dir"]]
+        runs = runs[~older].reset_index(drop=True)
         for (data, label), g in runs.groupby(["data", "config"]):
             missing = sorted(set(range(int(g["n_folds"].max()))) - set(g["fold"]))
             for f in missing:

@@ -1,4 +1,5 @@
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from osteo.io import atomic_write_json
 from osteo.metrics import binary_metrics, youden_threshold
 from osteo.report.build import build_report
 from osteo.runs import load_runs
+from tests.conftest import tiny_overrides
 
 
 def fabricate(root: Path, rng, sweeps: Path | None = None) -> dict:
@@ -109,7 +111,17 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
     assert np.isfinite(band.filter(like="mean").to_numpy()).all()
     pooled = band.filter(like="cortex/soft pooled").to_numpy()
     assert pooled.shape == (4, 2) and np.isfinite(pooled).all() and (pooled > 0).all()
+    # occlusion: each configuration's best fold on every test image, unhidden and with each band hidden
+    occl = pd.read_csv(out / "occlusion.csv")
+    preds = pd.read_csv(next((tiny_sweep / "sweeps").rglob("predictions.csv")))
+    assert len(occl) == 2 and (occl["test images"] == (preds["split"] == "test").sum()).all()
+    aucs = occl.filter(like="AUC").to_numpy()
+    assert aucs.shape == (2, 3) and ((aucs >= 0) & (aucs <= 1)).all()
+    changes = occl.filter(like="change of p").to_numpy()
+    assert changes.shape == (2, 2) and (changes > 0).all()  # hiding a band changes the scores
+    assert ((occl.filter(like="p (DeLong)") >= 0) & (occl.filter(like="p (DeLong)") <= 1)).all().all()
     page = (out / "index.html").read_text()
+    assert "Occlusion beside the true inferior border" in page
     for ref in re.findall(r'src="([^"]+)"', page):
         assert (out / ref).exists(), ref
     runs, _, problems = load_runs(tiny_sweep / "sweeps")
@@ -187,8 +199,6 @@ def test_runs_on_the_same_manifest_path_with_other_content_are_reported_apart(tm
     """Same manifest and split file paths, but the images were drawn again by another phantom
     generator in between (what metrics.json's trained_on records): never pooled."""
     import json
-    import shutil
-
     sweeps = tmp_path / "sweeps"
     fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
     first = sweeps / "finetune_depth" / "one"
@@ -234,3 +244,31 @@ def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path):
     single = (tmp_path / "single" / "index.html").read_text()
     srcs = re.findall(r'<img src="([^"]+)"', single)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+def test_each_model_sees_the_rois_of_its_own_run(tiny_sweep, phantom_dir, tmp_path):
+    """A configuration run at another ROI scale is its own configuration, and the Grad-CAM and
+    occlusion statistics give each model the ROIs (scale, normalisation) it was trained on: its
+    unhidden test AUC there is the one its run recorded."""
+    from osteo.train import train
+
+    sweeps = tmp_path / "sweeps"
+    shutil.copytree(tiny_sweep / "sweeps", sweeps)
+    overrides = [o for o in tiny_overrides(tiny_sweep, phantom_dir / "manifest.csv", depth=1, fold=0, weights="none",
+                                           **{"data.split.n_folds": 2, "trainer.max_epochs": 2})
+                 if not o.startswith("data.roi.scale=")] + ["data.roi.scale=0.25"]
+    train(compose(overrides), sweeps / "finetune_depth" / "backbone=vgg16_tiny,data.roi.scale=0.25,depth=1,fold=0")
+    rcfg = compose([], config_name="report").report
+    rcfg.gradcam.max_images, rcfg.gradcam.target_blocks = 8, [5]
+    build_report(sweeps, tmp_path / "report", rcfg, "python -m osteo.report")
+    occl = pd.read_csv(tmp_path / "report" / "occlusion.csv")
+    assert "vgg16_tiny TF1, random init [data.roi.scale=0.25]" in set(occl["configuration"]) and len(occl) == 3
+    per_image = pd.read_csv(tmp_path / "report" / "occlusion_images.csv")
+    runs, preds, _ = load_runs(sweeps)
+    for (label, fold), got in per_image.groupby(["configuration", "fold"]):
+        run = runs[(runs["config"] == label) & (runs["fold"] == fold)].iloc[0]
+        own = preds[run["dir"]].query("split == 'test'").set_index("image")["prob"]
+        assert len(got) == len(own) == int(occl.loc[occl["configuration"] == label, "test images"].iloc[0])
+        assert np.allclose(got["prob"], own.loc[got["image"]].to_numpy(), atol=1e-4), label
+    band = pd.read_csv(tmp_path / "report" / "gradcam_border_band.csv")
+    assert len(band) == 3 and np.isfinite(band.filter(like="pooled").to_numpy()).all()

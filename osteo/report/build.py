@@ -58,24 +58,36 @@ def _cases(test: pd.DataFrame, thr: float, per_kind: int) -> dict[str, pd.DataFr
 
 
 def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr: float,
-                     rcfg: DictConfig, out: Path, order: list[str]) -> tuple[list[str], pd.DataFrame | None, str]:
-    """Galleries for the best configuration and, on phantoms, the border-band statistic."""
-    from osteo.checkpoints import load_datamodule, load_model
+                     rcfg: DictConfig, out: Path, order: list[str]
+                     ) -> tuple[list[str], dict[str, pd.DataFrame], str]:
+    """Galleries for the best configuration and, on phantoms, tables by file name: the border-band
+    statistic (gradcam_border_band), the occlusion (occlusion) and its per-image probabilities
+    (occlusion_images); none without a ground-truth border. Each model sees the ROIs of its own
+    run's data settings (scale, box, normalisation), as it did in training."""
+    from osteo.checkpoints import load_datamodule, load_model, run_config
     from osteo.data.cache import image_boxes
     from osteo.data.phantom import roi_border_rows
-    from osteo.gradcam import border_band_ratio, cortex_soft_masses, grad_cams
+    from osteo.gradcam import border_band_ratio, cortex_soft_masses, grad_cams, probs_cams_features
+    from osteo.occlusion import SIDES, hide_band
+    from osteo.stats import delong_paired
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run = _best_fold(runs[runs["config"] == best])
     if run is None:
-        return [], None, "no checkpoint of the best configuration: Grad-CAM skipped"
-    dm = load_datamodule(run["dir"])
-    model, _ = load_model(run["dir"], device=device)
-    pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
-
+        return [], {}, "no checkpoint of the best configuration: Grad-CAM skipped"
     blocks = [int(b) for b in rcfg.gradcam.target_blocks]
+    datamodules: dict[str, object] = {}
 
-    def standardised_covariates(run_dir) -> np.ndarray | None:
+    def datamodule_of(run_dir):
+        """The run's datamodule, shared by the runs whose data settings differ only in the fold."""
+        data = OmegaConf.to_container(run_config(run_dir).data, resolve=True)
+        data.pop("fold", None)
+        key = json.dumps(data, sort_keys=True, default=str)
+        if key not in datamodules:
+            datamodules[key] = load_datamodule(run_dir)
+        return datamodules[key]
+
+    def standardised_covariates(dm, run_dir) -> np.ndarray | None:
         """Every manifest row's covariates, standardised with the run's own fold transform (its
         covariates.json); None for a run without covariates."""
         from osteo.data.covariates import apply_transform, covariate_matrix, load_transform
@@ -83,21 +95,34 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         t = load_transform(run_dir)
         return None if t is None else apply_transform(covariate_matrix(dm.df, t["names"]), t)
 
-    def cams_for(mdl, covs, images, block=blocks[0]):
-        idx = np.array([pos_of[i] for i in images], dtype=np.int64)  # may be empty: a kind with no case
+    def cams_for(dm, mdl, covs, idx, block=blocks[0]) -> np.ndarray:
+        """Grad-CAM maps [N, H, W] of manifest rows ``idx`` (may be empty: a kind with no case)."""
         x = dm.normalise(torch.from_numpy(dm.rois[idx])[:, None]).to(device)
         c = None if covs is None else torch.from_numpy(covs[idx]).to(device)
         out_ = [grad_cams(mdl, x[s:s + 8], block=block, c=None if c is None else c[s:s + 8])
                 for s in range(0, len(x), 8)]
-        return dm.rois[idx], np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
+        return np.concatenate(out_) if out_ else np.zeros((0,) + dm.rois.shape[1:])
 
+    def probs_for(dm, mdl, covs, idx, rois) -> np.ndarray:
+        """Class-1 probabilities [N] of ``rois`` [N, H, W] (manifest rows ``idx``)."""
+        p = []
+        for s in range(0, len(idx), 32):
+            x = dm.normalise(torch.from_numpy(np.ascontiguousarray(rois[s:s + 32]))[:, None]).to(device)
+            c = None if covs is None else torch.from_numpy(covs[idx[s:s + 32]]).to(device)
+            p.append(probs_cams_features(mdl, x, cams=False, c=c)[0])
+        return np.concatenate(p)
+
+    dm = datamodule_of(run["dir"])
+    model, _ = load_model(run["dir"], device=device)
+    pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
     files = []
     names = {"TP": "true positives", "TN": "true negatives", "FP": "false positives", "FN": "false negatives"}
-    covs = standardised_covariates(run["dir"])
+    covs = standardised_covariates(dm, run["dir"])
     for kind, sub in _cases(ens_best, thr, int(rcfg.gradcam.per_kind)).items():
-        rois, cams = cams_for(model, covs, list(sub["image"]))
+        idx = np.array([pos_of[i] for i in sub["image"]], dtype=np.int64)
+        cams = cams_for(dm, model, covs, idx)
         caps = [f"{kind}  p={p:.2f}  label={int(y)}  {img}" for p, y, img in zip(sub["prob"], sub["label"], sub["image"])]
-        f = figures.cam_gallery(rois, cams, caps, out / f"gradcam_{kind}.png",
+        f = figures.cam_gallery(dm.rois[idx], cams, caps, out / f"gradcam_{kind}.png",
                                 f"Grad-CAM, {run['config']} (fold {run['fold']}): {kind}")
         files.append({"file": f.name, "title": f"Grad-CAM of {names[kind]} ({kind}), {run['config']}",
                       "caption": f"Left: the ROI the network sees; right: Grad-CAM for the predicted class "
@@ -110,28 +135,58 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     truth = ["border_xc", "border_yc", "border_a", "border_c", "border_tilt", "border_halfwidth",
              "width", "height", "pixel_mm"]
     if not set(truth) <= set(dm.df.columns):
-        return files, None, note + " The manifest has no ground-truth border: no border-band statistic."
-    df = dm.df
-    rows = []
-    test_imgs = list(df["image_rel"].iloc[dm.idx["test"]])[: int(rcfg.gradcam.max_images)]
-    roi = dm.roi
-    boxes = image_boxes(df, roi)
-    for label in tqdm(order, desc="Grad-CAM border band", unit="config"):
+        return files, {}, note + " The manifest has no ground-truth border: no border-band statistic."
+    test_sets: dict[int, dict] = {}
+
+    def test_set(dm) -> dict:
+        """The test images of ``dm``: manifest rows, labels, ROIs, true border [N, W] and cortical
+        width [N] in ROI rows, mm per ROI row, and the ROIs with each band hidden (occlusion)."""
+        if id(dm) not in test_sets:
+            df, roi = dm.df, dm.roi
+            boxes = image_boxes(df, roi)
+            idx = np.asarray(dm.idx["test"], dtype=np.int64)
+            rows_ = [df.iloc[i].to_dict() for i in idx]
+            row_mm = np.array([r["pixel_mm"] * r["height"] / roi["resize_wh"][1] / roi["scale"] for r in rows_])
+            t = {"idx": idx, "y": df["label"].to_numpy()[idx], "rois": dm.rois[idx], "row_mm": row_mm,
+                 "borders": np.stack([roi_border_rows(r, roi, boxes[i]) for r, i in zip(rows_, idx)]),
+                 "widths": np.array([r["cortical_width_mm"] for r in rows_]) / row_mm}
+            t["hidden"] = ({side: hide_band(t["rois"], t["borders"], t["widths"], side) for side in SIDES}
+                           if rcfg.gradcam.occlusion else {})
+            test_sets[id(dm)] = t
+        return test_sets[id(dm)]
+
+    rows, occl, occl_images = [], [], []
+    n_cam = int(rcfg.gradcam.max_images)  # the border-band statistic: the first test images; occlusion: all
+    for label in tqdm(order, desc="Grad-CAM border band and occlusion", unit="config"):
         fold_run = _best_fold(runs[runs["config"] == label])
         if fold_run is None:
             continue
+        fdm = datamodule_of(fold_run["dir"])
+        t = test_set(fdm)
         mdl, _ = load_model(fold_run["dir"], device=device)
-        fold_covs = standardised_covariates(fold_run["dir"])
+        fold_covs = standardised_covariates(fdm, fold_run["dir"])
+        if t["hidden"]:
+            p0 = probs_for(fdm, mdl, fold_covs, t["idx"], t["rois"])
+            row = {"configuration": label, "fold": int(fold_run["fold"]), "test images": len(t["idx"])}
+            per = pd.DataFrame({"configuration": label, "fold": int(fold_run["fold"]),
+                                "image": fdm.df["image_rel"].to_numpy()[t["idx"]], "label": t["y"], "prob": p0})
+            for side, name in zip(SIDES, ("cortex", "soft tissue")):
+                p = probs_for(fdm, mdl, fold_covs, t["idx"], t["hidden"][side])
+                per[f"prob, {name} hidden"] = p
+                test = delong_paired(t["y"], p0, p)
+                row["AUC"] = test["auc1"]
+                row[f"AUC, {name} hidden"] = test["auc2"]
+                row[f"p (DeLong), {name} hidden"] = test["p"]
+                row[f"mean |change of p|, {name} hidden"] = float(np.mean(np.abs(p - p0)))
+            occl.append(row)
+            occl_images.append(per)
         for block in blocks:
-            _, cams = cams_for(mdl, fold_covs, test_imgs, block)
-            for img, cam in zip(test_imgs, cams):
-                r = df.iloc[pos_of[img]].to_dict()
-                box = boxes[pos_of[img]]
-                px_mm = r["pixel_mm"] * r["height"] / roi["resize_wh"][1] / roi["scale"]  # mm per ROI row
-                border = roi_border_rows(r, roi, box)
-                cortex, soft = cortex_soft_masses(cam, border, r["cortical_width_mm"] / px_mm)
-                rows.append({"configuration": label, "target": f"block {block}", "label": int(r["label"]),
-                             "ratio": border_band_ratio(cam, border, float(rcfg.gradcam.band_mm) / px_mm),
+            cams = cams_for(fdm, mdl, fold_covs, t["idx"][:n_cam], block)
+            for k, cam in enumerate(cams):
+                cortex, soft = cortex_soft_masses(cam, t["borders"][k], t["widths"][k])
+                rows.append({"configuration": label, "target": f"block {block}", "label": int(t["y"][k]),
+                             "ratio": border_band_ratio(cam, t["borders"][k],
+                                                        float(rcfg.gradcam.band_mm) / t["row_mm"][k]),
                              "cortex": cortex, "soft": soft})
     per_image = pd.DataFrame(rows)
     per_image["cortex/soft"] = per_image["cortex"] / per_image["soft"].where(per_image["soft"] > 0)
@@ -148,7 +203,10 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     band = band.reset_index()
     band = band.assign(_o=band["configuration"].map({c: i for i, c in enumerate(order)})).sort_values(
         ["_o", "target"], ascending=[True, False]).drop(columns="_o")
-    return files, band, note
+    tables = {"gradcam_border_band": band}
+    if occl:
+        tables.update(occlusion=pd.DataFrame(occl), occlusion_images=pd.concat(occl_images, ignore_index=True))
+    return files, tables, note
 
 
 def _with_anatomy(mdf: pd.DataFrame, cfg: DictConfig) -> tuple[pd.DataFrame, list[dict]]:
@@ -191,7 +249,8 @@ def fusion_comparisons(runs: pd.DataFrame, order: list[str], all_summ: dict, ens
         pairs.append((label, alone))
         kinds[(label, alone)] = f"image adds to {' + '.join(names)}"
         asks[(label, alone)] = f"Does the image add to {' + '.join(names)}?"
-        twin = label.split(" + ")[0]
+        extra = runs.loc[runs["config"] == label, "settings"].iloc[0]  # ' [key=value, ...]' or ''
+        twin = label[: len(label) - len(extra)].split(" + ")[0] + extra
         if twin in ens:
             pairs.append((label, twin))
             kinds[(label, twin)] = f"{' + '.join(names)} add to the image"
@@ -404,15 +463,16 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
             f"The ROI box the mandible finder placed (cyan; red: flagged) and the traced inferior border (green) "
             f"on {len(pick)} images, the {n_flag} flagged one(s) of {len(places)} first "
             f"(data.roi.flagged={cfg0.data.roi.get('flagged', 'skip')}).")
-    cam_files, band, cam_note = [], None, "Grad-CAM disabled (report.gradcam.enabled=false)."
+    cam_files, cam_tables, cam_note = [], {}, "Grad-CAM disabled (report.gradcam.enabled=false)."
     if rcfg.gradcam.enabled:
         pre = [k for k in order if bool(attrs.loc[k, "pretrained"]) and not attrs.loc[k, "covariates"]]
         shown = (max(pre, key=lambda k: summaries[k]["val_auc_mean"]) if pre and rcfg.gradcam.pretrained_first
                  else best)  # the galleries show the best pretrained model where there is one
-        cam_files, band, cam_note = _gradcam_section(shown, runs, ens[shown],
-                                                     summaries[shown]["ens_threshold"], rcfg, out, order)
-        if band is not None:
-            atomic_write_csv(out / "gradcam_border_band.csv", band)
+        cam_files, cam_tables, cam_note = _gradcam_section(shown, runs, ens[shown],
+                                                           summaries[shown]["ens_threshold"], rcfg, out, order)
+        for name, table in cam_tables.items():
+            atomic_write_csv(out / f"{name}.csv", table)
+    band, occl = cam_tables.get("gradcam_border_band"), cam_tables.get("occlusion")
     embed = bool(rcfg.get("self_contained", False))
     for i, f in enumerate(figs + cam_files, start=1):
         f["number"], f["src"] = i, _src(out, f["file"], embed)
@@ -428,6 +488,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
         init_paired=_table_html(init_comps, "{:.4f}") if len(init_comps) else "",
         fusion=_table_html(fusion, "{:.4f}") if len(fusion) else "", fusion_answers=fusion_answers,
         cam_note=cam_note, cam_figures=cam_files, band=_table_html(band, "{:.2f}") if band is not None else "",
+        occlusion=_table_html(occl, "{:.3g}") if occl is not None else "",
         missing=_table_html(missing) if len(missing) else "")
     atomic_write_text(out / "index.html", page)
     summary = {"best": best, "configs": all_summ, "missing": problems, "figures": [f["file"] for f in figs],
