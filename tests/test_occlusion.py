@@ -38,6 +38,24 @@ def test_masks_are_the_bands_grad_cam_statistics_count():
     assert np.array_equal(hidden[~cortex], cams[~cortex]) and not np.array_equal(hidden[cortex], cams[cortex])
 
 
-def test_unknown_side_is_refused():
+def test_blur_and_mean_fills_change_the_band_only():
+    rng = np.random.default_rng(1)
+    rois = rng.normal(100, 20, (2, 30, 40)).astype(np.float32)
+    border, widths = np.full((2, 40), 20.0), np.array([3.0, 4.0])
+    cortex, soft = band_masks((30, 40), border, widths)
+    for side, mask in (("cortex", cortex), ("soft", soft)):
+        flat = hide_band(rois, border, widths, side, "mean")
+        for k in range(2):
+            assert np.allclose(flat[k][mask[k]], rois[k].mean(), atol=1e-3)
+        blurred = hide_band(rois, border, widths, side, "blur")
+        # the band keeps its mean grey but loses its texture (noise of SD 20 falls several-fold)
+        assert blurred[mask].std() < rois[mask].std() / 3 and abs(blurred[mask].mean() - rois[mask].mean()) < 2
+        for hidden in (flat, blurred):
+            assert np.array_equal(hidden[~mask], rois[~mask])
+
+
+def test_unknown_side_or_fill_is_refused():
     with pytest.raises(ValueError, match="side='bone'"):
         hide_band(_ramp(), np.full((2, 4), 10.0), 3.0, "bone")
+    with pytest.raises(ValueError, match="fill='zeros': use one of beyond, blur, mean"):
+        hide_band(_ramp(), np.full((2, 4), 10.0), 3.0, "cortex", "zeros")

@@ -114,11 +114,12 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
     # occlusion: each configuration's best fold on every test image, unhidden and with each band hidden
     occl = pd.read_csv(out / "occlusion.csv")
     preds = pd.read_csv(next((tiny_sweep / "sweeps").rglob("predictions.csv")))
-    assert len(occl) == 2 and (occl["test images"] == (preds["split"] == "test").sum()).all()
+    assert len(occl) == 6 and (occl["test images"] == (preds["split"] == "test").sum()).all()
+    assert sorted(occl["hidden by"]) == sorted(["beyond", "blur", "mean"] * 2)  # two configurations x 3 fills
     aucs = occl.filter(like="AUC").to_numpy()
-    assert aucs.shape == (2, 3) and ((aucs >= 0) & (aucs <= 1)).all()
+    assert aucs.shape == (6, 3) and ((aucs >= 0) & (aucs <= 1)).all()
     changes = occl.filter(like="change of p").to_numpy()
-    assert changes.shape == (2, 2) and (changes > 0).all()  # hiding a band changes the scores
+    assert changes.shape == (6, 2) and (changes > 0).all()  # hiding a band changes the scores
     assert ((occl.filter(like="p (DeLong)") >= 0) & (occl.filter(like="p (DeLong)") <= 1)).all().all()
     page = (out / "index.html").read_text()
     assert "Occlusion beside the true inferior border" in page
@@ -262,7 +263,7 @@ def test_each_model_sees_the_rois_of_its_own_run(tiny_sweep, phantom_dir, tmp_pa
     rcfg.gradcam.max_images, rcfg.gradcam.target_blocks = 8, [5]
     build_report(sweeps, tmp_path / "report", rcfg, "python -m osteo.report")
     occl = pd.read_csv(tmp_path / "report" / "occlusion.csv")
-    assert "vgg16_tiny TF1, random init [data.roi.scale=0.25]" in set(occl["configuration"]) and len(occl) == 3
+    assert "vgg16_tiny TF1, random init [data.roi.scale=0.25]" in set(occl["configuration"]) and len(occl) == 9
     per_image = pd.read_csv(tmp_path / "report" / "occlusion_images.csv")
     runs, preds, _ = load_runs(sweeps)
     for (label, fold), got in per_image.groupby(["configuration", "fold"]):
@@ -272,3 +273,14 @@ def test_each_model_sees_the_rois_of_its_own_run(tiny_sweep, phantom_dir, tmp_pa
         assert np.allclose(got["prob"], own.loc[got["image"]].to_numpy(), atol=1e-4), label
     band = pd.read_csv(tmp_path / "report" / "gradcam_border_band.csv")
     assert len(band) == 3 and np.isfinite(band.filter(like="pooled").to_numpy()).all()
+
+
+def test_an_unknown_occlusion_fill_stops_the_report_before_it_writes(tmp_path):
+    from osteo.cli import UserError
+
+    sweeps = tmp_path / "sweeps"
+    fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
+    rcfg = compose(["report.gradcam.occlusion=[beyond,zeros]"], config_name="report").report
+    with pytest.raises(UserError, match=r"report.gradcam.occlusion=\['beyond', 'zeros'\]: the fills are beyond, blur, mean"):
+        build_report(sweeps, tmp_path / "report", rcfg)
+    assert not (tmp_path / "report").exists()

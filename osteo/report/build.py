@@ -57,6 +57,19 @@ def _cases(test: pd.DataFrame, thr: float, per_kind: int) -> dict[str, pd.DataFr
             .head(per_kind) for k, m in kinds.items()}
 
 
+def occlusion_fills(rcfg: DictConfig) -> list[str]:
+    """``report.gradcam.occlusion``'s fills (osteo.occlusion.FILLS), checked: a UserError names a
+    fill that is not one."""
+    from osteo.occlusion import FILLS
+
+    fills = [str(f) for f in (rcfg.gradcam.get("occlusion") or [])]
+    if set(fills) - set(FILLS):
+        from osteo.cli import UserError
+
+        raise UserError(f"report.gradcam.occlusion={fills}: the fills are {', '.join(FILLS)} (or [] for none)")
+    return fills
+
+
 def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr: float,
                      rcfg: DictConfig, out: Path, order: list[str]
                      ) -> tuple[list[str], dict[str, pd.DataFrame], str]:
@@ -76,6 +89,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     if run is None:
         return [], {}, "no checkpoint of the best configuration: Grad-CAM skipped"
     blocks = [int(b) for b in rcfg.gradcam.target_blocks]
+    fills = occlusion_fills(rcfg)
     datamodules: dict[str, object] = {}
 
     def datamodule_of(run_dir):
@@ -150,8 +164,8 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
             t = {"idx": idx, "y": df["label"].to_numpy()[idx], "rois": dm.rois[idx], "row_mm": row_mm,
                  "borders": np.stack([roi_border_rows(r, roi, boxes[i]) for r, i in zip(rows_, idx)]),
                  "widths": np.array([r["cortical_width_mm"] for r in rows_]) / row_mm}
-            t["hidden"] = ({side: hide_band(t["rois"], t["borders"], t["widths"], side) for side in SIDES}
-                           if rcfg.gradcam.occlusion else {})
+            t["hidden"] = {(fill, side): hide_band(t["rois"], t["borders"], t["widths"], side, fill)
+                           for fill in fills for side in SIDES}
             test_sets[id(dm)] = t
         return test_sets[id(dm)]
 
@@ -165,20 +179,22 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         t = test_set(fdm)
         mdl, _ = load_model(fold_run["dir"], device=device)
         fold_covs = standardised_covariates(fdm, fold_run["dir"])
-        if t["hidden"]:
+        if fills:
             p0 = probs_for(fdm, mdl, fold_covs, t["idx"], t["rois"])
-            row = {"configuration": label, "fold": int(fold_run["fold"]), "test images": len(t["idx"])}
             per = pd.DataFrame({"configuration": label, "fold": int(fold_run["fold"]),
                                 "image": fdm.df["image_rel"].to_numpy()[t["idx"]], "label": t["y"], "prob": p0})
-            for side, name in zip(SIDES, ("cortex", "soft tissue")):
-                p = probs_for(fdm, mdl, fold_covs, t["idx"], t["hidden"][side])
-                per[f"prob, {name} hidden"] = p
-                test = delong_paired(t["y"], p0, p)
-                row["AUC"] = test["auc1"]
-                row[f"AUC, {name} hidden"] = test["auc2"]
-                row[f"p (DeLong), {name} hidden"] = test["p"]
-                row[f"mean |change of p|, {name} hidden"] = float(np.mean(np.abs(p - p0)))
-            occl.append(row)
+            for fill in fills:
+                row = {"configuration": label, "fold": int(fold_run["fold"]), "hidden by": fill,
+                       "test images": len(t["idx"])}
+                for side, name in zip(SIDES, ("cortex", "soft tissue")):
+                    p = probs_for(fdm, mdl, fold_covs, t["idx"], t["hidden"][(fill, side)])
+                    per[f"prob, {name} hidden ({fill})"] = p
+                    test = delong_paired(t["y"], p0, p)
+                    row["AUC"] = test["auc1"]
+                    row[f"AUC, {name} hidden"] = test["auc2"]
+                    row[f"p (DeLong), {name} hidden"] = test["p"]
+                    row[f"mean |change of p|, {name} hidden"] = float(np.mean(np.abs(p - p0)))
+                occl.append(row)
             occl_images.append(per)
         for block in blocks:
             cams = cams_for(fdm, mdl, fold_covs, t["idx"][:n_cam], block)
@@ -311,6 +327,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     phantom generator where the runs recorded them) are never merged: each data set gets its own
     report in ``out_dir/data-N/`` and index.html lists them."""
     runs_dir, out = Path(runs_dir), Path(out_dir)
+    occlusion_fills(rcfg)  # a bad setting stops the report before it writes anything
     runs, preds, problems = load_runs(runs_dir)
     if not len(runs):
         from osteo.cli import UserError
