@@ -71,8 +71,20 @@ def name_settings(run_name: str) -> list[str]:
 def extra_settings(run_name: str) -> list[str]:
     """The settings in a run directory's name that its configuration label does not name
     (``LABELLED_SETTINGS``), e.g. ['data.roi.scale=0.5'] for 'backbone=vgg16,data.roi.scale=0.5,
-    depth=1,fold=0': runs that differ in them are different configurations, never folds of one."""
+    depth=1,fold=0'."""
     return [i for i in name_settings(run_name) if i.split("=", 1)[0] not in LABELLED_SETTINGS]
+
+
+def distinguishing_settings(run_names: Sequence[str]) -> list[str]:
+    """Per run directory name, ' [key=value, ...]': its ``extra_settings`` whose key does not have
+    one value in every run (a run without the key counts as one more value), or ''. Runs that
+    differ in such a setting are different configurations, never folds of one; a setting every
+    run shares (a sweep's common override) names nothing apart."""
+    items = [dict(i.split("=", 1) for i in extra_settings(n)) for n in run_names]
+    keys = sorted(set().union(*items)) if items else []
+    varying = [k for k in keys if len({it.get(k) for it in items}) > 1]
+    labels = [[f"{k}={it[k]}" for k in varying if k in it] for it in items]
+    return [f" [{', '.join(sel)}]" if sel else "" for sel in labels]
 
 
 def run_weights(cfg) -> object:
@@ -128,8 +140,9 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
     """Every run directory under ``root``.
 
     Returns (runs, predictions by run directory, problems). ``runs`` has one row per finished
-    run: dir, config label (``config_label`` and, in brackets, the settings the run directory's
-    name adds: 'vgg16 TF1, vgg16_hed [data.roi.scale=0.5]'), backbone, depth, pretrained, fold,
+    run: dir, config label (``config_label`` and, in brackets, the settings in the run directory's
+    name that tell it apart from other runs of its data set: 'vgg16 TF1, vgg16_hed
+    [data.roi.scale=0.5]'), settings (that bracket or ''), backbone, depth, pretrained, fold,
     n_folds, data (manifest and split file) and flattened metrics. ``problems`` lists failed,
     unfinished, missing and duplicate runs as dicts (run, status, detail).
     """
@@ -149,12 +162,10 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
             continue
         m = json.loads((d / "metrics.json").read_text())
         content = data_content(m)
-        extra = extra_settings(d.name)
-        settings = f" [{', '.join(extra)}]" if extra else ""  # appended to the label
         row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
                "pretrained": parse_weights(run_weights(cfg)).pretrained, "fold": int(cfg.fold),
                "n_folds": int(cfg.data.split.n_folds),
-               "config": run_label(cfg) + settings, "settings": settings,
+               "config": run_label(cfg),
                "finished": (d / "metrics.json").stat().st_mtime,
                "covariates": ",".join(run_covariates(cfg)),
                "trainable": m["params"]["trainable"], "total_params": m["params"]["total"],
@@ -169,6 +180,11 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
         preds[str(d)] = pd.read_csv(d / "predictions.csv", dtype={"patient_id": str})
     runs = pd.DataFrame(rows)
     if len(runs):
+        # within a data set, settings that tell runs apart join their label (distinguishing_settings)
+        runs["settings"] = ""
+        for _, g in runs.groupby("data"):
+            runs.loc[g.index, "settings"] = distinguishing_settings([Path(d).name for d in g["dir"]])
+        runs["config"] = runs["config"] + runs["settings"]
         # the same configuration's fold run twice (a copied or moved run directory): the newer
         # run counts, the other is listed, never pooled as one more fold
         key = ["data", "config", "fold"]

@@ -1,7 +1,7 @@
 import os
 import shutil
 
-from osteo.runs import extra_settings, load_runs, name_settings
+from osteo.runs import distinguishing_settings, extra_settings, load_runs, name_settings
 
 
 def test_run_directory_names_split_into_settings():
@@ -13,6 +13,17 @@ def test_run_directory_names_split_into_settings():
     assert extra_settings("backbone=vgg16,depth=1,fold=0") == []
     assert extra_settings("backbone=vgg16,data.roi.scale=0.5,depth=1,fold=0,seed=3") == [
         "data.roi.scale=0.5", "seed=3"]
+
+
+def test_only_settings_that_tell_runs_apart_name_configurations():
+    # the demo's runs and three at half scale beside them
+    assert distinguishing_settings(["backbone=vgg16,depth=1,fold=0", "backbone=vgg16,data.roi.scale=0.5,depth=1,fold=0"]
+                                   ) == ["", " [data.roi.scale=0.5]"]
+    # a sweep's common override names nothing apart
+    assert distinguishing_settings(["backbone=v,data.phantom.n=96,depth=0,fold=0",
+                                    "backbone=v,data.phantom.n=96,depth=5,fold=0"]) == ["", ""]
+    assert distinguishing_settings(["a=1,n=9,fold=0", "a=2,b=3,n=9,fold=0", "b=3,n=9,fold=1"]) == [
+        " [a=1]", " [a=2, b=3]", " [b=3]"]
 
 
 def test_runs_that_differ_in_a_setting_are_configurations_and_a_copied_run_is_not_a_fold(tiny_sweep, tmp_path):
