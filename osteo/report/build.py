@@ -82,7 +82,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
     from osteo.data.phantom import roi_border_rows
     from osteo.gradcam import border_band_ratio, cortex_soft_masses, grad_cams, probs_cams_features
     from osteo.occlusion import SIDES, hide_band
-    from osteo.stats import delong_paired
+    from osteo.stats import delong_ci, delong_paired
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run = _best_fold(runs[runs["config"] == best])
@@ -185,12 +185,11 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
                                 "image": fdm.df["image_rel"].to_numpy()[t["idx"]], "label": t["y"], "prob": p0})
             for fill in fills:
                 row = {"configuration": label, "fold": int(fold_run["fold"]), "hidden by": fill,
-                       "test images": len(t["idx"])}
+                       "test images": len(t["idx"]), "AUC": delong_ci(t["y"], p0)[0]}
                 for side, name in zip(SIDES, ("cortex", "soft tissue")):
                     p = probs_for(fdm, mdl, fold_covs, t["idx"], t["hidden"][(fill, side)])
                     per[f"prob, {name} hidden ({fill})"] = p
                     test = delong_paired(t["y"], p0, p)
-                    row["AUC"] = test["auc1"]
                     row[f"AUC, {name} hidden"] = test["auc2"]
                     row[f"p (DeLong), {name} hidden"] = test["p"]
                     row[f"mean |change of p|, {name} hidden"] = float(np.mean(np.abs(p - p0)))
