@@ -90,16 +90,17 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         return [], {}, "no checkpoint of the best configuration: Grad-CAM skipped"
     blocks = [int(b) for b in rcfg.gradcam.target_blocks]
     fills = occlusion_fills(rcfg)
-    datamodules: dict[str, object] = {}
+    data_sets: dict[str, dict] = {}  # per data setting (fold aside): its datamodule, then its test set
 
-    def datamodule_of(run_dir):
-        """The run's datamodule, shared by the runs whose data settings differ only in the fold."""
+    def data_of(run_dir) -> dict:
+        """{"dm": the run's datamodule} shared by the runs whose data settings differ only in the
+        fold; ``test_set`` adds "test" to it."""
         data = OmegaConf.to_container(run_config(run_dir).data, resolve=True)
         data.pop("fold", None)
         key = json.dumps(data, sort_keys=True, default=str)
-        if key not in datamodules:
-            datamodules[key] = load_datamodule(run_dir)
-        return datamodules[key]
+        if key not in data_sets:
+            data_sets[key] = {"dm": load_datamodule(run_dir)}
+        return data_sets[key]
 
     def standardised_covariates(dm, run_dir) -> np.ndarray | None:
         """Every manifest row's covariates, standardised with the run's own fold transform (its
@@ -126,7 +127,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
             p.append(probs_cams_features(mdl, x, cams=False, c=c)[0])
         return np.concatenate(p)
 
-    dm = datamodule_of(run["dir"])
+    dm = data_of(run["dir"])["dm"]
     model, _ = load_model(run["dir"], device=device)
     pos_of = {img: i for i, img in enumerate(dm.df["image_rel"])}
     files = []
@@ -150,12 +151,11 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
              "width", "height", "pixel_mm"]
     if not set(truth) <= set(dm.df.columns):
         return files, {}, note + " The manifest has no ground-truth border: no border-band statistic."
-    test_sets: dict[int, dict] = {}
-
-    def test_set(dm) -> dict:
-        """The test images of ``dm``: manifest rows, labels, ROIs, true border [N, W] and cortical
-        width [N] in ROI rows, mm per ROI row, and the ROIs with each band hidden (occlusion)."""
-        if id(dm) not in test_sets:
+    def test_set(d: dict) -> dict:
+        """The test images of ``d["dm"]``: manifest rows, labels, ROIs, true border [N, W] and
+        cortical width [N] in ROI rows, mm per ROI row, and the ROIs with each band hidden."""
+        if "test" not in d:
+            dm = d["dm"]
             df, roi = dm.df, dm.roi
             boxes = image_boxes(df, roi)
             idx = np.asarray(dm.idx["test"], dtype=np.int64)
@@ -166,8 +166,8 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
                  "widths": np.array([r["cortical_width_mm"] for r in rows_]) / row_mm}
             t["hidden"] = {(fill, side): hide_band(t["rois"], t["borders"], t["widths"], side, fill)
                            for fill in fills for side in SIDES}
-            test_sets[id(dm)] = t
-        return test_sets[id(dm)]
+            d["test"] = t
+        return d["test"]
 
     rows, occl, occl_images = [], [], []
     n_cam = int(rcfg.gradcam.max_images)  # the border-band statistic: the first test images; occlusion: all
@@ -175,8 +175,8 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         fold_run = _best_fold(runs[runs["config"] == label])
         if fold_run is None:
             continue
-        fdm = datamodule_of(fold_run["dir"])
-        t = test_set(fdm)
+        d = data_of(fold_run["dir"])
+        fdm, t = d["dm"], test_set(d)
         mdl, _ = load_model(fold_run["dir"], device=device)
         fold_covs = standardised_covariates(fdm, fold_run["dir"])
         if fills:
