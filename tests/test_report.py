@@ -250,7 +250,7 @@ def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path):
 def test_each_model_sees_the_rois_of_its_own_run(tiny_sweep, phantom_dir, tmp_path):
     """A configuration run at another ROI scale is its own configuration, and the Grad-CAM and
     occlusion statistics give each model the ROIs (scale, normalisation) it was trained on: its
-    unhidden test AUC there is the one its run recorded."""
+    unhidden test probabilities there are the ones its run recorded."""
     from osteo.train import train
 
     sweeps = tmp_path / "sweeps"
