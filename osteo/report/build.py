@@ -151,6 +151,7 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
              "width", "height", "pixel_mm"]
     if not set(truth) <= set(dm.df.columns):
         return files, {}, note + " The manifest has no ground-truth border: no border-band statistic."
+
     def test_set(d: dict) -> dict:
         """The test images of ``d["dm"]``: manifest rows, labels, ROIs, true border [N, W] and
         cortical width [N] in ROI rows, mm per ROI row, and the ROIs with each band hidden."""
@@ -181,11 +182,12 @@ def _gradcam_section(best: str, runs: pd.DataFrame, ens_best: pd.DataFrame, thr:
         fold_covs = standardised_covariates(fdm, fold_run["dir"])
         if fills:
             p0 = probs_for(fdm, mdl, fold_covs, t["idx"], t["rois"])
+            auc0 = delong_ci(t["y"], p0)[0]
             per = pd.DataFrame({"configuration": label, "fold": int(fold_run["fold"]),
                                 "image": fdm.df["image_rel"].to_numpy()[t["idx"]], "label": t["y"], "prob": p0})
             for fill in fills:
                 row = {"configuration": label, "fold": int(fold_run["fold"]), "hidden by": fill,
-                       "test images": len(t["idx"]), "AUC": delong_ci(t["y"], p0)[0]}
+                       "test images": len(t["idx"]), "AUC": auc0}
                 for side, name in zip(SIDES, ("cortex", "soft tissue")):
                     p = probs_for(fdm, mdl, fold_covs, t["idx"], t["hidden"][(fill, side)])
                     per[f"prob, {name} hidden ({fill})"] = p
