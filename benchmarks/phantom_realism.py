@@ -1,14 +1,16 @@
 """How far phantom ROIs are from real ones: the targets of issue 15.
 
-    python benchmarks/phantom_realism.py --real ../shared/real-dpr/abdi-dev [--n 160] [--seed 7]
+    python benchmarks/phantom_realism.py --real ../shared/real-dpr/abdi-dev [MORE ...] [--n 160] [--seed 7]
         [--phantom-dir DIR] [--framing-spread 0] [--look look.json] [--params params.json]
         [--out outputs/realism] [--no-cnn] [--reference]
 
-``--real``: a folder of real DPRs (searched recursively), one whose ``images/`` holds them (the
-layout of ``shared/real-dpr/abdi-dev``, whose ``masks-*/`` are left alone), or a manifest CSV with
-an ``image`` column. Both sets go through the same path: the mandible finder places the 700 x 140
-box at each image's traced border in the 1200 x 630 frame (osteo.anatomy), and the ROI is cut
-there.
+``--real``: one or more folders of real DPRs, searched recursively (where a folder holds
+``images/`` folders, at any depth, only those: the layout of ``shared/real-dpr/abdi-dev``, or
+one such folder per device), or manifest CSVs with an ``image`` column. Folders of masks or
+segmentations (``masks-1/``, ``segmentations/``, ``labels/``, ...) are left out: a mask passes
+the mandible finder like a DPR. Both sets go through the same path: the mandible finder places
+the 700 x 140 box at each image's traced border in the 1200 x 630 frame (osteo.anatomy), and the
+ROI is cut there; images it flags, or that cannot be read, are left out and listed.
 
 Two-sample tests (real = 1, phantom = 0), each scored by out-of-fold predictions of a
 stratified 5-fold cross-validation, repeated over 5 shuffles (mean and range printed):
@@ -21,6 +23,10 @@ stratified 5-fold cross-validation, repeated over 5 shuffles (mean and range pri
   column profiles, percentiles) the AUC on that kind alone and on all but it; and the AUC with
   every phantom statistic moved by the training folds' real-minus-phantom mean, which reads
   about 0.5 when the sets differ in their means only.
+- by real set, where the real DPRs come from more than one (two ``--real`` folders, or the
+  subfolders of one, e.g. ``A/images`` and ``B/images``): the texture test of each set against
+  the phantoms, and of each two sets against each other, the scale on which the phantoms'
+  figure reads when real DPRs of two sources are told apart by the same test.
 - a small CNN on the ROI at half scale (4 conv blocks, global pooling; 30 epochs, Adam),
   per-image standardised so that it must find texture, not brightness. Reported as it is.
 
@@ -33,8 +39,8 @@ to tell apart than two sets of different patients would be.
 
 Writes under --out: ``sheet.png`` (real ROIs above, phantom ROIs below, same count),
 ``curves.png`` (mean row profile and radial power spectrum of both, with 10-90 % bands) and
-``realism.json`` (every figure printed: the breakdown under ``texture_groups``, the reference's under
-``reference``). Phantoms are
+``realism.json`` (every figure printed: the breakdown under ``texture_groups``, by real set under
+``texture_by_set``, the reference's under ``reference``). Phantoms are
 generated into --phantom-dir (a temporary folder by default) with the shipped generator's
 defaults, or the ``Look`` fields of ``--look``
 (e.g. ``benchmarks/looks/*.json``, looks measured and not shipped) and the ``PhantomParams``
@@ -47,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import tempfile
 import time
@@ -78,22 +85,64 @@ def check_phantom_count(n: int) -> None:
         raise UserError(f"--n {n}: the two-sample tests are 5-fold cross-validations; give --n {MIN_ROIS} or more")
 
 
+# Folders of a real set that hold no radiographs: masks or segmentations kept beside the images
+# (shared/real-dpr/abdi-dev has images/, masks-1/ and masks-2/). A mask passes the mandible
+# finder like a DPR (its lower edge is the border), so it must never join the real set.
+NOT_DPR_FOLDER = re.compile(r"^(masks?|seg|segmentations?|labels?|annotations?|gt|ground[-_ ]?truth)([-_ .].*|\d*)$",
+                            re.IGNORECASE)
+IMAGE_FOLDER = "images"   # where a folder has folders of this name (any depth), only they are read
+
+
 def real_images(path: Path) -> list[Path]:
-    """The real DPRs named by ``path``: the images under its ``images/`` folder where it has one,
-    else every image under it (recursively), or those of a manifest CSV (``osteo.data.inputs``);
-    a one-line user error when there are none."""
+    """The real DPRs named by ``path``: a manifest CSV's images (``osteo.data.inputs``), or a
+    folder's, searched recursively, leaving out folders of masks or segmentations
+    (``NOT_DPR_FOLDER``: masks-1/, segmentations/, labels/, ...); where the folder has
+    ``images/`` folders at any depth (one per device, say A/images and B/images), only the images
+    in them. What is left out is printed. A one-line user error when there are none."""
     from osteo.cli import UserError
     from osteo.data.images import IMAGE_SUFFIXES
     from osteo.data.inputs import find_inputs
 
     if not path.exists():
         raise UserError(f"{path}: no such folder or file; give --real a folder of real DPRs")
-    where = path / "images" if (path / "images").is_dir() else path
-    files = [i.path for i in find_inputs([str(where)])]
+    files = [i.path for i in find_inputs([str(path)])]
+    if path.is_dir():
+        def folders(f: Path) -> tuple[str, ...]:
+            return f.relative_to(path).parts[:-1]
+
+        def mask_folder(f: Path) -> str | None:
+            """The folder of masks that ``f`` lies in (relative to ``path``), or None."""
+            parts = folders(f)
+            return next(("/".join(parts[:k + 1]) for k, d in enumerate(parts) if NOT_DPR_FOLDER.match(d)), None)
+
+        masks = {f: mask_folder(f) for f in files}
+        left = sorted({m for m in masks.values() if m is not None})
+        if left:
+            n = sum(m is not None for m in masks.values())
+            print(f"  left out {n} images in {', '.join(m + '/' for m in left)} (masks or segmentations, "
+                  "not radiographs)")
+        files = [f for f in files if masks[f] is None]
+        in_image_folders = [f for f in files if any(d.lower() == IMAGE_FOLDER for d in folders(f))]
+        if in_image_folders and len(in_image_folders) < len(files):
+            print(f"  read the {IMAGE_FOLDER}/ folders only: left out {len(files) - len(in_image_folders)} images "
+                  "outside them")
+        files = in_image_folders or files
     if not files:
+        where = path / IMAGE_FOLDER if (path / IMAGE_FOLDER).is_dir() else path
         raise UserError(f"{where}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); give --real a "
                         "folder of real DPRs, or one whose images/ holds them")
     return files
+
+
+def real_set_label(f: Path, root: Path) -> str:
+    """The set (device, clinic) a real DPR ``f`` of ``--real root`` belongs to: the root's name,
+    then the first folder below it that is not an ``images/`` folder (``A/images/x.jpg`` under
+    ``held-out`` -> ``held-out/A``); a manifest's stem for a manifest."""
+    root = Path(os.path.abspath(root))   # normalised, links not followed (an image may link elsewhere)
+    if root.is_file():
+        return root.stem
+    sub = [d for d in Path(os.path.abspath(f)).relative_to(root).parts[:-1] if d.lower() != IMAGE_FOLDER]
+    return root.name + (f"/{sub[0]}" if sub else "")
 
 
 def cut_roi(g: np.ndarray, roi: dict, anatomy: dict, pixel_mm: float = 0.1,
@@ -110,19 +159,30 @@ def cut_roi(g: np.ndarray, roi: dict, anatomy: dict, pixel_mm: float = 0.1,
     return out, border_array(res, roi["resize_wh"][0])[box[0]:box[0] + box[2]] - box[1], res
 
 
-def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """ROIs (uint8 [n, 140, 700]) placed at each image's traced border, the traced border in ROI
-    rows (float [n, 700], NaN where not traced) and the file names; flagged images left out. A
-    one-line user error when fewer than ``MIN_ROIS`` are placed (too few for the two-sample tests)."""
-    out, borders, names = [], [], []
-    for f in files:
-        r, b, res = cut_roi(read_gray(f), roi, anatomy)
+    rows (float [n, 700], NaN where not traced) and the positions in ``files`` of the images they
+    come from; images the finder flags or that cannot be read are left out, each printed with
+    its reason. A one-line user error when fewer than ``MIN_ROIS`` are placed (too few for the
+    two-sample tests)."""
+    from tqdm import tqdm
+
+    from osteo.data.images import ImageReadError
+
+    out, borders, kept = [], [], []
+    for i, f in enumerate(tqdm(files, desc="finding the mandible", unit="img", leave=False)):
+        try:
+            g = read_gray(f)
+        except ImageReadError as e:
+            tqdm.write(f"  {e} (left out)")
+            continue
+        r, b, res = cut_roi(g, roi, anatomy)
         if r is None:
-            print(f"  {f.name}: {res['status']} (left out)")
+            tqdm.write(f"  {f.name}: {res['status']} (left out)")
             continue
         out.append(r)
         borders.append(b)
-        names.append(f.name)
+        kept.append(i)
     if len(out) < MIN_ROIS:
         from osteo.cli import UserError
 
@@ -132,7 +192,7 @@ def cut_rois(files: list[Path], roi: dict, anatomy: dict) -> tuple[np.ndarray, n
                             "listed above with the finder's reason); give DPRs that show the mandible's lower border")
         raise UserError(f"{where}: the mandible finder placed {len(out)} ROIs on the {len(files)} images; the "
                         f"two-sample tests are 5-fold cross-validations and need at least {MIN_ROIS}; give more DPRs")
-    return np.stack(out), np.stack(borders), names
+    return np.stack(out), np.stack(borders), kept
 
 
 def region_stats(roi: np.ndarray, border: np.ndarray, spine_px: int = 60) -> dict:
@@ -308,6 +368,32 @@ def group_aucs(X: np.ndarray, y: np.ndarray, repeats: int = 5) -> dict[str, dict
     return out
 
 
+def set_aucs(X: np.ndarray, y: np.ndarray, sets: np.ndarray, repeats: int = 5) -> dict[str, dict]:
+    """The texture test by real set (device, clinic): each set against all the phantoms, and each
+    two sets against each other (how far apart real DPRs of two sources read on the same test:
+    the scale on which a phantom figure reads). ``X`` [n, features], ``y`` (1 real, 0 phantom),
+    ``sets`` [n] the real rows' set labels (ignored for phantoms). Sets with fewer than
+    ``MIN_ROIS`` ROIs are listed with their count only. Returns {"vs phantoms": {set: {"n",
+    "mean", "min", "max"}}, "between sets": {"A vs B": {...}}}."""
+    labels = sorted(set(sets[y == 1]))
+    rows = {s: np.flatnonzero((y == 1) & (sets == s)) for s in labels}
+    phantoms = np.flatnonzero(y == 0)
+
+    def test(a: np.ndarray, b: np.ndarray) -> dict:
+        idx = np.r_[a, b]
+        aucs = cv_auc(X[idx], np.r_[np.ones(len(a)), np.zeros(len(b))].astype(int), logistic, repeats)
+        return {"mean": float(np.mean(aucs)), "min": min(aucs), "max": max(aucs)}
+
+    out = {"vs phantoms": {}, "between sets": {}}
+    for s in labels:
+        out["vs phantoms"][s] = {"n": len(rows[s])} | (test(rows[s], phantoms) if len(rows[s]) >= MIN_ROIS else {})
+    big = [s for s in labels if len(rows[s]) >= MIN_ROIS]
+    for i, a in enumerate(big):
+        for b in big[i + 1:]:
+            out["between sets"][f"{a} vs {b}"] = test(rows[a], rows[b])
+    return out
+
+
 # Small acquisition-chain changes, applied to the real DPRs themselves (full size, before the
 # finder): the scale on which the phantoms' texture AUC reads. Devices differ by more than any
 # one of them (the two of shared/ export images 2048 and 2600-3138 px wide, each with its own
@@ -366,8 +452,13 @@ def reference_aucs(files: list[Path], roi: dict, anatomy: dict, changes: dict = 
     pairs = {name: ([], []) for name in changes}     # texture features of (the original, the changed) ROIs
     from tqdm import tqdm
 
+    from osteo.data.images import ImageReadError
+
     for i, f in enumerate(tqdm(files, desc="reference", unit="img")):   # one image in memory at a time
-        g = read_gray(f)
+        try:
+            g = read_gray(f)
+        except ImageReadError:   # cut_rois has said so
+            continue
         r0 = cut_roi(g, roi, anatomy, pixel_mm)[0]
         if r0 is None:
             continue
@@ -488,8 +579,9 @@ def curves(real: np.ndarray, phantom: np.ndarray, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--real", type=Path, required=True,
-                    help="real DPRs: a folder (or one whose images/ holds them), or a manifest CSV")
+    ap.add_argument("--real", type=Path, required=True, nargs="+",
+                    help="real DPRs: folders (searched recursively; where they hold images/ folders, those) or "
+                         "manifest CSVs; each folder, and each subfolder holding images, is one set in the breakdown")
     ap.add_argument("--n", type=int, default=160, help=f"phantoms to generate (default 160; at least {MIN_ROIS})")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--framing-spread", type=float, default=None,
@@ -511,7 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         from osteo.cli import UserError
 
         raise UserError(f"--bootstrap {a.bootstrap}: give a number of resamples, or 0 for none")
-    real_files = real_images(a.real)
+    real_files, real_sets = [], []
+    for root in a.real:
+        files = real_images(root)
+        real_files += files
+        real_sets += [real_set_label(f, root) for f in files]
     cfg = compose([])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
@@ -530,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             generate(pdir, params, progress=False, look=look)
         ph_files = sorted(p for p in (pdir / "images").glob("*") if p.suffix in (".png", ".jpg"))[:a.n]
         print(f"cutting ROIs: {len(real_files)} real, {len(ph_files)} phantoms")
-        real, real_border, _ = cut_rois(real_files, roi, anatomy)
+        real, real_border, kept = cut_rois(real_files, roi, anatomy)
         phantom, phantom_border, _ = cut_rois(ph_files, roi, anatomy)
     print(f"  {len(real)} real and {len(phantom)} phantom ROIs in {time.perf_counter() - t0:.0f} s")
 
@@ -569,6 +665,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {name:15s} {g['alone']:.3f} / {g['without']:.3f}")
     print(f"    all, with the phantoms' means moved to the real images' (training folds' means): "
           f"{groups['all']['means matched']:.3f}")
+    sets = np.r_[np.array(real_sets, dtype=object)[kept], np.full(len(phantom), "", dtype=object)]
+    if len(set(sets[y == 1])) > 1:
+        res["texture_by_set"] = by_set = set_aucs(X, y, sets)
+        print("  by real set (subfolder or --real): against the phantoms, then against each other (5 shuffles)")
+        for name, r in by_set["vs phantoms"].items():
+            print(f"    {name}: {r['n']} ROIs, " + (f"{r['mean']:.3f} ({r['min']:.3f} to {r['max']:.3f})" if "mean" in r
+                                                 else f"fewer than {MIN_ROIS}: not tested"))
+        for name, r in by_set["between sets"].items():
+            print(f"    {name}: {r['mean']:.3f} ({r['min']:.3f} to {r['max']:.3f})")
     if not a.no_cnn:
         t1 = time.perf_counter()
         Xc = standardised(np.concatenate([real, phantom]))

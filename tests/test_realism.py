@@ -3,6 +3,7 @@ themselves after one acquisition-chain change, on phantoms standing in for real 
 
 from __future__ import annotations
 
+import json
 import runpy
 from pathlib import Path
 
@@ -107,3 +108,62 @@ def test_bootstrap_interval_follows_the_separation(realism):
     full = np.mean(realism["cv_auc"](moderate, y, realism["logistic"], 5))
     lo, hi = np.percentile(boot(moderate, y, realism["logistic"], n_boot=40), [2.5, 97.5])
     assert lo < full < hi and hi - lo > 0.05
+
+
+def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, capsys):
+    """A held-out set laid out per device (A/images, B/Images beside masks-1/, labels/, ...):
+    only the images/ folders are read and masks never join the real set (a mask passes the
+    mandible finder like a DPR); each image's set is its device folder. A plain folder gives
+    every image but those in folders of masks; a folder merely named like one ("labelled") stays."""
+    def touch(*rel):
+        for r in rel:
+            (tmp_path / r).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / r).write_bytes(b"")
+
+    touch("held/A/images/a1.png", "held/A/masks-1/a1.png", "held/B/Images/b1.jpg", "held/B/labels/b1.png",
+          "held/B/Segmentation_2/b1.png", "held/C/c1.png", "held/notes.txt")
+    files = realism["real_images"](tmp_path / "held")
+    assert sorted(f.relative_to(tmp_path / "held").as_posix() for f in files) == ["A/images/a1.png", "B/Images/b1.jpg"]
+    out = capsys.readouterr().out
+    assert "left out 3 images in A/masks-1/, B/Segmentation_2/, B/labels/" in out
+    assert "left out 1 images outside them" in out
+    assert sorted(realism["real_set_label"](f, tmp_path / "held") for f in files) == ["held/A", "held/B"]
+
+    touch("plain/2025/p1.png", "plain/labelled/p2.png", "plain/mask/p1.png", "plain/gt/p1.png")
+    files = realism["real_images"](tmp_path / "plain")
+    assert sorted(f.name for f in files) == ["p1.png", "p2.png"]
+    assert {realism["real_set_label"](f, tmp_path / "plain") for f in files} == {"plain/2025", "plain/labelled"}
+
+
+def test_benchmark_breaks_the_test_down_by_real_set(realism, phantom_dir, tmp_path, capsys):
+    """Real computation: two "devices" of 6 phantoms each stand in for real DPRs, the second
+    through another acquisition chain (a 3-pixel blur), with a folder of masks beside the first
+    (copies of its images, which the finder would place) and an unreadable file in the second.
+    The masks are left out, the unreadable file is listed and left out, and the breakdown tells
+    the two devices apart, and the blurred device from the phantoms, at AUC near 1."""
+    import cv2
+
+    files = sorted((phantom_dir / "images").glob("*.png"))
+    root = tmp_path / "held-out"
+    for name, chunk, blur in (("devA", files[-12:-6], 0), ("devB", files[-6:], 3.0)):
+        (root / name / "images").mkdir(parents=True)
+        for f in chunk:
+            g = realism["read_gray"](f)
+            g = cv2.GaussianBlur(g, (0, 0), blur) if blur else g
+            cv2.imwrite(str(root / name / "images" / f.name), g)
+    (root / "devA" / "masks-1").mkdir()
+    for f in (root / "devA" / "images").iterdir():
+        (root / "devA" / "masks-1" / f.name).write_bytes(f.read_bytes())
+    (root / "devB" / "images" / "broken.png").write_text("not an image")
+    out = tmp_path / "out"
+    assert realism["main"](["--real", str(root), "--phantom-dir", str(phantom_dir), "--n", "12", "--no-cnn",
+                            "--bootstrap", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "left out 6 images in devA/masks-1/" in text and "broken.png: cannot be read as an image" in text
+    res = json.loads((out / "realism.json").read_text())
+    assert res["n_real"] == 12 and res["n_phantom"] == 12
+    by_set = res["texture_by_set"]
+    assert {k: v["n"] for k, v in by_set["vs phantoms"].items()} == {"held-out/devA": 6, "held-out/devB": 6}
+    assert by_set["between sets"]["held-out/devA vs held-out/devB"]["mean"] > 0.9
+    assert by_set["vs phantoms"]["held-out/devB"]["mean"] > 0.9
+    assert "held-out/devA vs held-out/devB" in text
