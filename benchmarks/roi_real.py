@@ -188,7 +188,9 @@ def real(data: Path, roi: dict, anatomy: dict) -> None:
                         "masks-1/ (masks-2/, ...) of real DPRs, or one such folder per device")
     per_set = {}
     for home, files, mask_dirs in sets:
-        name = home.name if len(sets) > 1 else str(data)
+        name = str(data)
+        if len(sets) > 1:   # the set's folder below --data (two devices' folders may share a name)
+            name = home.relative_to(data).as_posix() if home.is_relative_to(data) else str(home)
         if not mask_dirs:
             print(f"{home}: no {MASK_FOLDER_PREFIX}*/ folder beside images/: its {len(files)} images left out")
             continue
