@@ -134,15 +134,15 @@ def real_images(path: Path) -> list[Path]:
     return files
 
 
-def real_set_label(f: Path, root: Path) -> str:
-    """The set (device, clinic) a real DPR ``f`` of ``--real root`` belongs to: the root's name,
-    then the first folder below it that is not an ``images/`` folder (``A/images/x.jpg`` under
-    ``held-out`` -> ``held-out/A``); a manifest's stem for a manifest."""
+def real_set_label(f: Path, root: Path, name: str | None = None) -> str:
+    """The set (device, clinic) a real DPR ``f`` of ``--real root`` belongs to: the root's name
+    (or ``name``), then the first folder below it that is not an ``images/`` folder
+    (``A/images/x.jpg`` under ``held-out`` -> ``held-out/A``); a manifest's stem for a manifest."""
     root = Path(os.path.abspath(root))   # normalised, links not followed (an image may link elsewhere)
     if root.is_file():
-        return root.stem
+        return name or root.stem
     sub = [d for d in Path(os.path.abspath(f)).relative_to(root).parts[:-1] if d.lower() != IMAGE_FOLDER]
-    return root.name + (f"/{sub[0]}" if sub else "")
+    return (name or root.name) + (f"/{sub[0]}" if sub else "")
 
 
 def cut_roi(g: np.ndarray, roi: dict, anatomy: dict, pixel_mm: float = 0.1,
@@ -604,10 +604,11 @@ def main(argv: list[str] | None = None) -> int:
 
         raise UserError(f"--bootstrap {a.bootstrap}: give a number of resamples, or 0 for none")
     real_files, real_sets = [], []
-    for root in a.real:
+    names = [Path(os.path.abspath(r)).name for r in a.real]
+    for root, name in zip(a.real, names):
         files = real_images(root)
-        real_files += files
-        real_sets += [real_set_label(f, root) for f in files]
+        real_files += files   # two --real of one name are told apart by their paths as given
+        real_sets += [real_set_label(f, root, None if names.count(name) == 1 else str(root)) for f in files]
     cfg = compose([])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)

@@ -128,6 +128,7 @@ def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, c
     assert "left out 3 images in A/masks-1/, B/Segmentation_2/, B/labels/" in out
     assert "left out 1 images outside them" in out
     assert sorted(realism["real_set_label"](f, tmp_path / "held") for f in files) == ["held/A", "held/B"]
+    assert realism["real_set_label"](files[0], tmp_path / "held", "site-2/held") == "site-2/held/A"   # a name given
 
     touch("plain/2025/p1.png", "plain/labelled/p2.png", "plain/mask/p1.png", "plain/gt/p1.png")
     files = realism["real_images"](tmp_path / "plain")
