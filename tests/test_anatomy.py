@@ -309,3 +309,28 @@ def test_manifest_box_wins_and_the_cache_redoes_only_what_a_setting_touches(tmp_
     assert moved[0]["roi_y0"] == 400 and moved[1]["roi_y0"] != places[1]["roi_y0"]
     info = json.loads(found[0].read_text())
     assert {"roi_x0", "roi_y0", "status", "border_rows", "mcw_mm"} <= set(info)
+
+
+def test_a_border_rising_out_of_the_box_at_its_ends_is_flagged_not_missed(settings):
+    """Where the mandible fills less of the frame's width (a wider field of view; here black
+    padding at the sides, 15% of the width each), the border rises toward the angles inside the
+    box more steeply than the stiff first trace follows: that trace cuts across the rise and the
+    border's ends leave the box with no flag (the check off, ``check_max_slope`` 0). The freer
+    check trace follows the rise out of the box and flags the image, with the reason; it moves
+    no box."""
+    roi, anatomy = settings
+    off = {**anatomy, "border": {**anatomy["border"], "check_max_slope": 0}}
+    p = PhantomParams(n=4, seed=5, bottom_strip_prob=0.0)
+    silent = 0
+    for row in sample_subjects(p).to_dict("records"):
+        gray = render(row, p)
+        h, w = gray.shape
+        pad = round(0.15 * w)
+        padded = np.pad(gray, ((0, 0), (pad, pad)))
+        truth = border_y(np.arange(1200) * (w + 2 * pad) / 1200 - pad, row) * 630 / h + 0.5
+        plain, checked = (analyse(padded, roi, s, row["pixel_mm"]) for s in (off, anatomy))
+        assert (plain["roi_x0"], plain["roi_y0"]) == (checked["roi_x0"], checked["roi_y0"])
+        if plain["status"] == "ok" and not holds(truth, plain["roi_x0"], plain["roi_y0"], margin=0.0):
+            silent += 1
+            assert checked["status"].startswith("flagged: a freer trace of the border leaves the box"), checked["status"]
+    assert silent >= 2

@@ -15,7 +15,14 @@ y down, pixels). The border is where bright bone (the cortex) meets dark soft ti
    not; then the same within ``fine_band_px`` of that path with ``max_slope``, so that the
    steeper parts toward the angles are followed;
 3. refine: in each column the row of the steepest drop within ``refine_px`` of the path, to a
-   fraction of a pixel, then a running median over ``smooth_px`` columns.
+   fraction of a pixel, then a running median over ``smooth_px`` columns;
+4. check: a freer trace over the same evidence (``check_max_slope`` rows per down-sampled
+   column, not held near the first; 0: none), returned beside the border. Where the mandible
+   fills less of the frame (a wider field of view, padding at the sides) or more of its height,
+   the border rises toward the angles more steeply than the stiff trace can follow, and the
+   trace cuts across the rise; the freer trace follows it, but on some DPRs climbs onto a
+   shadow's edge, so it is not the border, only a check: where it leaves the ROI box, the image
+   is flagged (``osteo.anatomy.mandible``).
 
 Confidence is the fraction of traced columns where the cortex is brighter than the tissue
 below it by ``min_contrast`` of the image's grey range and where the path follows a smooth
@@ -36,12 +43,15 @@ import numpy as np
 
 class Border(NamedTuple):
     """rows: float [W] border row per column of the resized image, NaN outside ``columns``;
-    columns: (first, last + 1) searched; confidence in 0..1; reason: why it is doubtful, or ''."""
+    columns: (first, last + 1) searched; confidence in 0..1; reason: why it is doubtful, or '';
+    check_rows: the freer check trace (float [W], whole rows, NaN outside ``columns``), or None
+    when ``check_max_slope`` is 0."""
 
     rows: np.ndarray
     columns: tuple[int, int]
     confidence: float
     reason: str
+    check_rows: np.ndarray | None = None
 
 
 def _drop(f: np.ndarray, k: int) -> np.ndarray:
@@ -222,10 +232,20 @@ def find_border(gray: np.ndarray, cfg: Mapping) -> Border:
     near = np.abs(np.arange(lo, hi)[:, None] - coarse[None]) <= band
     fine = trace_path(np.where(near, ed[lo:hi], np.float32(-1e3)), int(cfg["max_slope"]),
                       float(cfg["curvature_cost"])) + lo
-    path = np.repeat(fine, dn)
-    path = np.concatenate([path, np.full(e.shape[1] - n, path[-1])]) + top
-    rows = refine_rows(gray[:, x0:x1], path, 0, cfg)
+    rows = refine_rows(gray[:, x0:x1], _full_width(fine, dn, e.shape[1]) + top, 0, cfg)
     conf, reason = confidence(gray[:, x0:x1], rows, 0, cfg)
     out = np.full(W, np.nan)
     out[x0:x1] = rows
-    return Border(out, (x0, x1), conf, reason)
+    check, check_slope = None, int(cfg.get("check_max_slope", 0))   # 0 in runs' configs from before the check
+    if check_slope > 0:
+        check = np.full(W, np.nan)
+        free = trace_path(ed, check_slope, float(cfg["curvature_cost"]))
+        check[x0:x1] = _full_width(free, dn, e.shape[1]) + top
+    return Border(out, (x0, x1), conf, reason, check)
+
+
+def _full_width(path: np.ndarray, dn: int, width: int) -> np.ndarray:
+    """A path over down-sampled columns (``dn`` columns each) at the full ``width``: each row
+    repeated ``dn`` times, the last carried over the columns the down-sampling left out."""
+    full = np.repeat(path, dn)
+    return np.concatenate([full, np.full(width - len(full), full[-1])])

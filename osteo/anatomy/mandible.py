@@ -23,7 +23,7 @@ import numpy as np
 
 from osteo.anatomy.border import find_border
 from osteo.anatomy.mcw import cortical_width_mm
-from osteo.anatomy.placement import find_midline, place_box
+from osteo.anatomy.placement import find_midline, place_box, rows_outside_box
 from osteo.data.roi import resize_bilinear
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,11 @@ def analyse(gray: np.ndarray, roi: Mapping, anatomy: Mapping, pixel_mm: float) -
     border = find_border(resized, anatomy["border"])
     mid = find_midline(resized, anatomy["midline"])
     x0, y0, why = place_box(border.rows, mid, roi["box_xywh"][2:], roi["resize_wh"], anatomy["box"])
+    if not (border.reason or why) and border.check_rows is not None:
+        off = rows_outside_box(border.check_rows, x0, y0, roi["box_xywh"][2:])
+        if off > 0:
+            why = (f"a freer trace of the border leaves the box by {off:.0f} rows (the border may rise more "
+                   "steeply toward the box's ends than traced: a narrower or taller framing); check the box")
     reason = border.reason or why
     if border.reason:  # nothing trustworthy traced: the fixed box, and no MCW
         x0, y0 = int(roi["box_xywh"][0]), int(roi["box_xywh"][1])

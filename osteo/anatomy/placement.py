@@ -82,3 +82,14 @@ def place_box(rows: np.ndarray, midline: float, box_wh: Sequence[int], resize_wh
         return x0, y0, f"the border was traced over too few columns for the box ({int((~np.isnan(seg)).sum())} of {w})"
     y0, why = _fit_rows(seg, h, H, cfg)
     return x0, y0, why
+
+
+def rows_outside_box(rows: np.ndarray, x0: int, y0: int, box_wh: Sequence[int]) -> float:
+    """How far (rows, resized pixels) ``rows`` (float [W], NaN where none) pass above or below
+    the box at (``x0``, ``y0``) of size ``box_wh`` within its columns; 0 when they stay inside."""
+    w, h = (int(v) for v in box_wh)
+    seg = rows[x0:x0 + w]
+    seg = seg[~np.isnan(seg)]
+    if not len(seg):
+        return 0.0
+    return float(max(y0 - seg.min(), seg.max() - (y0 + h), 0.0))
