@@ -45,8 +45,9 @@ def analyse(gray: np.ndarray, roi: Mapping, anatomy: Mapping, pixel_mm: float) -
     if not (border.reason or why) and border.check_rows is not None:
         off = rows_outside_box(border.check_rows, x0, y0, roi["box_xywh"][2:])
         if off > 0:
-            why = (f"a freer trace of the border leaves the box by {off:.0f} rows (the border may rise more "
-                   "steeply toward the box's ends than traced: a narrower or taller framing); check the box")
+            rows = f"{off:.0f} row{'' if round(off) == 1 else 's'}"
+            why = (f"a freer trace of the border leaves the box by {rows} (the border may rise more steeply toward "
+                   "the box's ends than traced: a narrower or taller framing); check the box")
     reason = border.reason or why
     if border.reason:  # nothing trustworthy traced: the fixed box, and no MCW
         x0, y0 = int(roi["box_xywh"][0]), int(roi["box_xywh"][1])
