@@ -136,7 +136,7 @@ def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, c
     assert {realism["real_set_label"](f, tmp_path / "plain") for f in files} == {"plain/2025", "plain/labelled"}
 
 
-def test_benchmark_breaks_the_test_down_by_real_set(realism, phantom_dir, tmp_path, capsys):
+def test_benchmark_breaks_the_test_down_by_real_set(realism, roi_anatomy, phantom_dir, tmp_path, capsys):
     """Real computation: two "devices" of 6 phantoms each stand in for real DPRs, the second
     through another acquisition chain (a 3-pixel blur), with a folder of masks beside the first
     (copies of its images, which the finder would place) and an unreadable file in the second.
@@ -144,14 +144,21 @@ def test_benchmark_breaks_the_test_down_by_real_set(realism, phantom_dir, tmp_pa
     the two devices apart, and the blurred device from the phantoms, at AUC near 1."""
     import cv2
 
-    files = sorted((phantom_dir / "images").glob("*.png"))
+    roi, anatomy = roi_anatomy
     root = tmp_path / "held-out"
-    for name, chunk, blur in (("devA", files[-12:-6], 0), ("devB", files[-6:], 3.0)):
+    for name in ("devA", "devB"):
         (root / name / "images").mkdir(parents=True)
-        for f in chunk:
-            g = realism["read_gray"](f)
-            g = cv2.GaussianBlur(g, (0, 0), blur) if blur else g
-            cv2.imwrite(str(root / name / "images" / f.name), g)
+    placed = 0   # 12 phantoms from the end whose ROI the finder places, blurred or not: 6 to each device
+    for f in sorted((phantom_dir / "images").glob("*.png"))[::-1]:
+        g = realism["read_gray"](f)
+        versions = {"devA": g, "devB": cv2.GaussianBlur(g, (0, 0), 3.0)}
+        if any(realism["cut_roi"](v, roi, anatomy)[0] is None for v in versions.values()):
+            continue
+        name = "devA" if placed < 6 else "devB"
+        cv2.imwrite(str(root / name / "images" / f.name), versions[name])
+        placed += 1
+        if placed == 12:
+            break
     (root / "devA" / "masks-1").mkdir()
     for f in (root / "devA" / "images").iterdir():
         (root / "devA" / "masks-1" / f.name).write_bytes(f.read_bytes())
