@@ -354,8 +354,16 @@ def test_realism_benchmark_takes_a_plain_folder_of_dprs(tmp_path):
     assert all(0.0 <= v <= 1.0 for g in groups.values() for v in g.values())
     assert "means moved to the real images" in r.stdout
     assert "no bootstrap interval: it needs 20 or more ROIs in each set" in r.stdout   # 5 and 5
-    # --reference: the real set against itself after each acquisition-chain change, 5 pairs each
-    assert "JPEG, quality 75" in res["reference"] and "Gaussian blur, 0.7 px" in res["reference"]
+    # --reference: the real set against itself after each acquisition-chain change, 5 pairs each; a
+    # change after which the finder flags one of the 5 (its check trace does so after the 0.7 px
+    # blur here) is listed as left out, since fewer than 5 pairs cannot fill the 5 folds
+    import re
+    import runpy
+
+    for name in runpy.run_path(str(BENCHMARKS / "phantom_realism.py"))["CHAIN_CHANGES"]:
+        left_out = re.search(rf"{re.escape(name)}: \d pairs placed, fewer than 5 \(left out\)", r.stdout)
+        assert name in res["reference"] or left_out, name
+    assert len(res["reference"]) >= 5
     assert all(v["pairs"] == 5 and 0.0 <= v["min"] <= v["mean"] <= v["max"] <= 1.0 for v in res["reference"].values())
     assert "reference: the same texture test" in r.stdout
     assert (tmp_path / "out" / "sheet.png").stat().st_size > 0 and (tmp_path / "out" / "curves.png").exists()
