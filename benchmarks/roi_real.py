@@ -4,8 +4,9 @@
 
 Real images (``DATA/images`` with dentists' masks in ``DATA/masks-1`` and ``DATA/masks-2``, or one
 such folder per device at any depth, ``DATA/A/images`` beside ``DATA/A/masks-1``, ...: every
-folder beside an ``images/`` whose name starts with "mask" holds one reader's masks, matched to
-the images by file name; the border in a column is the lowest mask pixel): per image the border
+folder beside an ``images/`` named as masks or segmentations are (masks-1/, Masks/,
+segmentations/, gt/ ...) that holds images is one reader's masks, matched to the images by file
+name; the border in a column is the lowest mask pixel): per image the border
 error (mean absolute row difference over the placed box's columns, 1200 x 630 frame) against each
 reader, whether the whole border lies in the box's rows with a 3 px margin (auto and the fixed
 default box; against the first reader), and the time to find the border after decoding; by set
@@ -44,22 +45,28 @@ def mask_border(path: Path, resize_wh) -> np.ndarray:
     return border_of_mask(np.asarray(Image.open(path).convert("L")), resize_wh)
 
 
-MASK_FOLDER_PREFIX = "mask"   # masks-1/, masks-2/, mask/, Masks_dentist/ ...: one reader's masks each
 MASK_NAME_SUFFIX = re.compile(r"[-_ ]?(mask|seg|segmentation|label|gt)\d*$", re.IGNORECASE)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted."""
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def real_sets(data: Path) -> list[tuple[Path, list[Path], list[Path]]]:
     """The real sets under ``data``: for each folder that holds an ``images/`` folder (``data``
     itself, or one per device at any depth), (that folder, its images sorted, its readers' mask
-    folders sorted: the folders beside ``images/`` whose names start with ``MASK_FOLDER_PREFIX``).
+    folders sorted: the folders beside ``images/`` named as masks or segmentations are, masks-1/,
+    Masks/, segmentations/, gt/ ... (``phantom_realism.NOT_DPR_FOLDER``), that hold images).
     ``data`` may also be an ``images/`` folder itself."""
-    found = [d for d in data.rglob("*") if d.is_dir() and d.name.lower() == "images"]
-    homes = sorted({d.parent for d in found} | ({data.parent} if data.name.lower() == "images" else set()))
+    from phantom_realism import IMAGE_FOLDER, NOT_DPR_FOLDER
+
+    found = [d for d in data.rglob("*") if d.is_dir() and d.name.lower() == IMAGE_FOLDER]
+    homes = sorted({d.parent for d in found} | ({data.parent} if data.name.lower() == IMAGE_FOLDER else set()))
     out = []
     for home in homes:
-        images = [d for d in home.iterdir() if d.is_dir() and d.name.lower() == "images"][0]
-        files = sorted(f for f in images.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        masks = sorted(d for d in home.iterdir() if d.is_dir() and d.name.lower().startswith(MASK_FOLDER_PREFIX))
+        files = _images_in(next(d for d in home.iterdir() if d.is_dir() and d.name.lower() == IMAGE_FOLDER))
+        masks = sorted(d for d in home.iterdir() if d.is_dir() and NOT_DPR_FOLDER.match(d.name) and _images_in(d))
         if files:
             out.append((home, files, masks))
     return out
@@ -192,7 +199,7 @@ def real(data: Path, roi: dict, anatomy: dict) -> None:
         if len(sets) > 1:   # the set's folder below --data (two devices' folders may share a name)
             name = home.relative_to(data).as_posix() if home.is_relative_to(data) else str(home)
         if not mask_dirs:
-            print(f"{home}: no {MASK_FOLDER_PREFIX}*/ folder beside images/: its {len(files)} images left out")
+            print(f"{home}: no folder of masks beside images/: its {len(files)} images left out")
             continue
         readers = [d.name for d in mask_dirs]
         recs = []

@@ -61,8 +61,9 @@ def test_roi_real_benchmark_measures_the_finder_after_acquisition_changes(tmp_pa
 
 def test_roi_real_benchmark_reads_one_set_per_device(tmp_path):
     """`roi_real.py --data` on a held-out set laid out per device, as a set from elsewhere may be:
-    A/images with masks-1/, B/images with a reader's folder `Masks/` whose files are named
-    `<image>_mask.png`, one image of B without a mask and one unreadable. Real computation on
+    A/images with masks-1/ (and a labels/ folder of CSV files, no reader), B/images with a
+    reader's folder `Segmentations/` whose files are named `<image>_mask.png`, one image of B
+    without a mask and one unreadable. Real computation on
     phantoms (the mask is everything above the drawn border): each set is measured against its
     own readers, then all together; the borders are found within 2 px; the image without a
     mask and the unreadable one are listed and left out. No images/ folder anywhere: exit 2."""
@@ -75,8 +76,8 @@ def test_roi_real_benchmark_reads_one_set_per_device(tmp_path):
 
     p = PhantomParams(n=5, seed=6, bottom_strip_prob=0.0)
     root = tmp_path / "held-out"
-    layout = [("A", "masks-1", "{}.png"), ("A", "masks-1", "{}.png"), ("B", "Masks", "{}_mask.png"),
-              ("B", "Masks", "{}_mask.png"), ("B", None, None)]
+    layout = [("A", "masks-1", "{}.png"), ("A", "masks-1", "{}.png"), ("B", "Segmentations", "{}_mask.png"),
+              ("B", "Segmentations", "{}_mask.png"), ("B", None, None)]
     for i, (row, (dev, reader, name)) in enumerate(zip(sample_subjects(p).to_dict("records"), layout)):
         gray = render(row, p)
         h, w = gray.shape
@@ -87,16 +88,18 @@ def test_roi_real_benchmark_reads_one_set_per_device(tmp_path):
             mask = np.arange(h)[:, None] < border_y(np.arange(w), row)[None]
             Image.fromarray((mask * 255).astype(np.uint8)).save(root / dev / reader / name.format(f"dpr_{i}"))
     (root / "B" / "images" / "dpr_9.png").write_text("not an image")
-    (root / "B" / "Masks" / "dpr_9_mask.png").write_text("not an image either")
+    (root / "B" / "Segmentations" / "dpr_9_mask.png").write_text("not an image either")
+    (root / "A" / "labels").mkdir()
+    (root / "A" / "labels" / "t_scores.csv").write_text("image,t_score\ndpr_0.png,-1.2\n")
     r = subprocess.run([sys.executable, str(BENCHMARKS / "roi_real.py"), "--data", str(root)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "dpr_4: no mask in Masks/ (left out)" in r.stdout and "dpr_9: cannot be read as an image" in r.stdout
+    assert "dpr_4: no mask in Segmentations/ (left out)" in r.stdout and "dpr_9: cannot be read as an image" in r.stdout
     sets = dict(re.findall(r"^real DPRs \((.*?)\): (\d+) images", r.stdout, re.M))
     assert sets == {"A": "2", "B": "2", f"all 2 sets under {root}": "4"}, r.stdout
-    errors = [float(e) for e in re.findall(r"border error vs (?:masks-1|Masks|reader 1): median ([\d.]+) px", r.stdout)]
+    errors = [float(e) for e in re.findall(r"border error vs (?:masks-1|Segmentations|reader 1): median ([\d.]+) px", r.stdout)]
     assert len(errors) == 3 and max(errors) <= 2.0, r.stdout
-    assert "border held (3 px margin, Masks): auto 2/2" in r.stdout
+    assert "border held (3 px margin, Segmentations): auto 2/2" in r.stdout
 
     (tmp_path / "none").mkdir()
     r = subprocess.run([sys.executable, str(BENCHMARKS / "roi_real.py"), "--data", str(tmp_path / "none")],
