@@ -304,6 +304,11 @@ def out_of_fold_aucs(y: np.ndarray, score_fold, repeats: int = 5,
     return aucs
 
 
+def auc_summary(aucs: list[float]) -> dict[str, float]:
+    """{"mean", "min", "max"} of one test's AUCs over its shuffles, as realism.json records them."""
+    return {"mean": float(np.mean(aucs)), "min": min(aucs), "max": max(aucs)}
+
+
 def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
            groups: np.ndarray | None = None) -> list[float]:
     """Out-of-fold AUC of ``fit_predict(X_train, y_train, X_test) -> scores`` on X ([n, features])
@@ -382,7 +387,7 @@ def set_aucs(X: np.ndarray, y: np.ndarray, sets: np.ndarray, repeats: int = 5) -
     def test(a: np.ndarray, b: np.ndarray) -> dict:
         idx = np.r_[a, b]
         aucs = cv_auc(X[idx], np.r_[np.ones(len(a)), np.zeros(len(b))].astype(int), logistic, repeats)
-        return {"mean": float(np.mean(aucs)), "min": min(aucs), "max": max(aucs)}
+        return auc_summary(aucs)
 
     out = {"vs phantoms": {}, "between sets": {}}
     for s in labels:
@@ -479,7 +484,7 @@ def reference_aucs(files: list[Path], roi: dict, anatomy: dict, changes: dict = 
         X = np.array(X0 + X1)
         y = np.r_[np.ones(n), np.zeros(n)].astype(int)
         aucs = cv_auc(X, y, logistic, repeats, groups=np.r_[np.arange(n), np.arange(n)])
-        out[name] = {"mean": float(np.mean(aucs)), "min": min(aucs), "max": max(aucs), "pairs": n}
+        out[name] = auc_summary(aucs) | {"pairs": n}
         print(f"  {name:28s} {np.mean(aucs):.3f} ({min(aucs):.3f} to {max(aucs):.3f}; {n} pairs)")
     return out
 
@@ -647,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     print("statistics that separate most on their own (AUC):",
           ", ".join(f"{n} {a:.2f}" for a, n in single[:8]))
     res = {"n_real": len(real), "n_phantom": len(phantom), "regions": pd.DataFrame(regions).to_dict(),
-           "texture_auc": {"mean": float(np.mean(tex)), "min": min(tex), "max": max(tex)}}
+           "texture_auc": auc_summary(tex)}
     print(f"two-sample AUC, texture statistics + logistic regression: {np.mean(tex):.3f} "
           f"(5 shuffles: {min(tex):.3f} to {max(tex):.3f}; target <= 0.80)")
     if a.bootstrap > 0:
@@ -679,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         Xc = standardised(np.concatenate([real, phantom]))
         cnn = cv_auc(Xc, y, small_cnn, repeats=2)
-        res["cnn_auc"] = {"mean": float(np.mean(cnn)), "min": min(cnn), "max": max(cnn)}
+        res["cnn_auc"] = auc_summary(cnn)
         print(f"two-sample AUC, small CNN on standardised half-scale ROIs: {np.mean(cnn):.3f} "
               f"(2 shuffles: {min(cnn):.3f} to {max(cnn):.3f}; {time.perf_counter() - t1:.0f} s)")
     if a.reference:
