@@ -33,18 +33,21 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("osteo").setLevel(level)
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from osteo.checkpoints import UnsafeCheckpointError
-    from osteo.data.covariates import CovariateError
-    from osteo.data.images import ImageReadError
-    from osteo.data.manifest import ManifestError
-    from osteo.data.phantom import FieldsFileError
-    from osteo.data.splits import SplitError
-    from osteo.models.backbones import PretrainedWeightsError
-    from osteo.train import RunConflictError
+# The user-mistake exceptions of osteo's modules: (module, class name).
+USER_ERROR_CLASSES = (
+    ("osteo.data.manifest", "ManifestError"), ("osteo.data.splits", "SplitError"),
+    ("osteo.data.images", "ImageReadError"), ("osteo.models.backbones", "PretrainedWeightsError"),
+    ("osteo.train", "RunConflictError"), ("osteo.checkpoints", "UnsafeCheckpointError"),
+    ("osteo.data.covariates", "CovariateError"), ("osteo.data.phantom", "FieldsFileError"),
+)
 
-    return (UserError, ManifestError, SplitError, ImageReadError, PretrainedWeightsError,
-            RunConflictError, UnsafeCheckpointError, CovariateError, FieldsFileError)
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """UserError and the classes of USER_ERROR_CLASSES whose modules are imported: an exception
+    of a module never imported cannot have been raised, and importing one here (train, checkpoints:
+    torch) would cost seconds on every one-line error."""
+    found = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERROR_CLASSES)
+    return (UserError, *(t for t in found if isinstance(t, type)))
 
 
 def _chain(e: BaseException) -> list[BaseException]:

@@ -45,7 +45,10 @@ DISCLAIMER = ("osteo is a screening aid, not a diagnosis: 'refer for DXA' means 
 
 def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> list[Path]:
     """The fold runs to ensemble for ``--model``/``--config``."""
-    from osteo.runs import WEIGHTS_FILE, run_label
+    if not model.exists():
+        raise UserError(f"--model {model}: not found; pass a run directory, a folder of runs or a run's "
+                        "best.safetensors")
+    from osteo.runs import WEIGHTS_FILE, run_label   # after the check: it imports torchmetrics (seconds)
 
     def label(d: Path) -> str:
         return run_label(OmegaConf.load(d / "config.yaml"))
@@ -60,9 +63,6 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
             c.pop(group, None)
         return json.dumps(c, sort_keys=True, default=str)
 
-    if not model.exists():
-        raise UserError(f"--model {model}: not found; pass a run directory, a folder of runs or a run's "
-                        "best.safetensors")
     if model.is_file():
         return [model.parent]
     if (model / "config.yaml").exists():
@@ -174,7 +174,14 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     flagged image, nor for any image when the
     model was trained on phantoms, unless ``allow_phantom_model``.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    files = find_inputs(inputs)
+    if not files:
+        raise UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
+                        "pass image files, folders or a manifest CSV")
+    model_path = Path(model)
+    dirs = run_dirs_of_configuration(model_path, config, single)
+
+    from concurrent.futures import ThreadPoolExecutor   # the rest after the checks above (seconds of imports)
 
     from osteo import ood
     from osteo.checkpoints import load_model, run_config
@@ -183,13 +190,7 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     from osteo.provenance import provenance, provenance_line
     from osteo.runs import vote
 
-    files = find_inputs(inputs)
-    if not files:
-        raise UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
-                        "pass image files, folders or a manifest CSV")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model_path = Path(model)
-    dirs = run_dirs_of_configuration(model_path, config, single)
     ckpt = model_path if model_path.is_file() else None
     models = [load_model(d, checkpoint=ckpt if ckpt else None, device=device)[0] for d in dirs]
     dets, trained = _run_files(dirs)

@@ -444,3 +444,38 @@ def test_report_with_no_runs_does_not_exit_0(tmp_path):
     r = hydra_cli("osteo.report", [], tmp_path)
     assert r.returncode == 2 and "osteo: error: no finished runs under" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and not (tmp_path / "outputs" / "report" / "index.html").exists()
+
+
+# ------------------------------------------------------------------ the error check itself
+
+def test_every_user_error_class_is_found_where_the_list_says():
+    """A renamed or moved class in USER_ERROR_CLASSES would silently turn its one-line errors
+    into tracebacks: each entry must name an exception class of its module."""
+    import importlib
+
+    from osteo.cli import USER_ERROR_CLASSES, user_error
+
+    for module, name in USER_ERROR_CLASSES:
+        cls = getattr(importlib.import_module(module), name)
+        assert issubclass(cls, Exception), (module, name)
+        e = cls("bad value")
+        assert user_error(RuntimeError("a bug")) is None
+        try:
+            raise RuntimeError("while loading") from e
+        except RuntimeError as wrapped:
+            assert user_error(wrapped) is e, (module, name)
+
+
+def test_a_one_line_error_does_not_load_torch():
+    """Telling a user-mistake from a bug imports nothing: the realism benchmark's bad folder is
+    reported before torch (seconds to import) is loaded."""
+    code = ("import sys\n"
+            "from osteo.cli import run_cli\n"
+            "sys.argv = ['phantom_realism.py']\n"
+            "import runpy\n"
+            f"m = runpy.run_path({str(BENCHMARKS / 'phantom_realism.py')!r}, run_name='bench')\n"
+            "rc = run_cli(m['main'], ['--real', '/no/such/folder'])\n"
+            "print(rc, 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
+    assert "no such folder or file" in r.stderr
