@@ -285,22 +285,26 @@ def feature_names() -> list[str]:
 
 
 def out_of_fold_aucs(y: np.ndarray, score_fold, repeats: int = 5,
-                     groups: np.ndarray | None = None) -> list[float]:
+                     groups: np.ndarray | None = None, progress: str | None = None) -> list[float]:
     """AUC of out-of-fold scores over stratified 5-fold splits, one per shuffle seed:
     ``score_fold(train_idx, test_idx) -> scores`` ([len(test_idx)]) scores each fold's held-out
     rows. With ``groups`` ([n]), the rows of one group stay in one fold (``StratifiedGroupKFold``):
-    an image's two versions are never split across train and test."""
+    an image's two versions are never split across train and test. ``progress``: a progress
+    bar of that name over the fits, with the time left (for slow ``score_fold``s)."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from tqdm import tqdm
 
     aucs = []
-    for r in range(repeats):
-        s = np.zeros(len(y))   # (split's X only gives the row count: y stands in for it)
-        folds = (StratifiedKFold(5, shuffle=True, random_state=r).split(y, y) if groups is None
-                 else StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups))
-        for tr, te in folds:
-            s[te] = score_fold(tr, te)
-        aucs.append(float(roc_auc_score(y, s)))
+    with tqdm(total=5 * repeats, desc=progress, unit="fit", disable=progress is None) as bar:
+        for r in range(repeats):
+            s = np.zeros(len(y))   # (split's X only gives the row count: y stands in for it)
+            folds = (StratifiedKFold(5, shuffle=True, random_state=r).split(y, y) if groups is None
+                     else StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups))
+            for tr, te in folds:
+                s[te] = score_fold(tr, te)
+                bar.update()
+            aucs.append(float(roc_auc_score(y, s)))
     return aucs
 
 
@@ -310,10 +314,10 @@ def auc_summary(aucs: list[float]) -> dict[str, float]:
 
 
 def cv_auc(X: np.ndarray, y: np.ndarray, fit_predict, repeats: int = 5,
-           groups: np.ndarray | None = None) -> list[float]:
+           groups: np.ndarray | None = None, progress: str | None = None) -> list[float]:
     """Out-of-fold AUC of ``fit_predict(X_train, y_train, X_test) -> scores`` on X ([n, features])
     (``out_of_fold_aucs``), one AUC per shuffle seed."""
-    return out_of_fold_aucs(y, lambda tr, te: fit_predict(X[tr], y[tr], X[te]), repeats, groups)
+    return out_of_fold_aucs(y, lambda tr, te: fit_predict(X[tr], y[tr], X[te]), repeats, groups, progress)
 
 
 def bootstrap_aucs(X: np.ndarray, y: np.ndarray, fit_predict, n_boot: int = 200, seed: int = 0) -> np.ndarray:
@@ -548,7 +552,9 @@ def sheet(real: np.ndarray, phantom: np.ndarray, out: Path, k: int = 8) -> None:
         for j, src in enumerate((real, phantom)):
             t = np.asarray(Image.fromarray(src[i]).resize((w, h), Image.BILINEAR))
             canvas[i * (h + 4):i * (h + 4) + h, j * (w + 8):j * (w + 8) + w] = t
-    Image.fromarray(canvas).save(out)
+    from osteo.io import atomic_save_image
+
+    atomic_save_image(out, Image.fromarray(canvas))
 
 
 def curves(real: np.ndarray, phantom: np.ndarray, out: Path) -> None:
@@ -683,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_cnn:
         t1 = time.perf_counter()
         Xc = standardised(np.concatenate([real, phantom]))
-        cnn = cv_auc(Xc, y, small_cnn, repeats=2)
+        cnn = cv_auc(Xc, y, small_cnn, repeats=2, progress="small CNN (2 shuffles x 5 folds)")
         res["cnn_auc"] = auc_summary(cnn)
         print(f"two-sample AUC, small CNN on standardised half-scale ROIs: {np.mean(cnn):.3f} "
               f"(2 shuffles: {min(cnn):.3f} to {max(cnn):.3f}; {time.perf_counter() - t1:.0f} s)")
@@ -694,7 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     sheet(real[rng.permutation(len(real))], phantom[rng.permutation(len(phantom))], a.out / "sheet.png")
     curves(real, phantom, a.out / "curves.png")
-    (a.out / "realism.json").write_text(json.dumps(res, indent=1))
+    from osteo.io import atomic_write_text
+
+    atomic_write_text(a.out / "realism.json", json.dumps(res, indent=1))   # never half-written
     print(f"wrote {a.out / 'sheet.png'}, {a.out / 'curves.png'}, {a.out / 'realism.json'}")
     return 0
 
