@@ -134,6 +134,30 @@ def real_images(path: Path) -> list[Path]:
     return files
 
 
+def distinct_images(files: list[Path]) -> list[int]:
+    """Positions in ``files`` of the first of each distinct file content (SHA-256 of the bytes):
+    the same DPR twice (in two --real folders, or copied under two names) would sit in the
+    training and the test folds at once and inflate the two-sample AUCs. The duplicates left
+    out are printed."""
+    import hashlib
+
+    first: dict[str, int] = {}
+    dups: list[tuple[Path, Path]] = []
+    for i, f in enumerate(files):
+        try:
+            key = hashlib.sha256(f.read_bytes()).hexdigest()
+        except OSError:
+            key = f"unreadable:{i}"   # the reader lists it, with its reason, when it is cut
+        if key in first:
+            dups.append((f, files[first[key]]))
+        else:
+            first[key] = i
+    if dups:
+        shown = ", ".join(f"{d} (= {o})" for d, o in dups[:5]) + (f", ... ({len(dups) - 5} more)" if len(dups) > 5 else "")
+        print(f"  left out {len(dups)} duplicate images (the same bytes as an image before them): {shown}")
+    return sorted(first.values())
+
+
 def real_set_label(f: Path, root: Path, name: str | None = None) -> str:
     """The set (device, clinic) a real DPR ``f`` of ``--real root`` belongs to: the root's name
     (or ``name``), then the first folder below it that is not an ``images/`` folder
@@ -620,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         files = real_images(root)
         real_files += files   # two --real of one name are told apart by their paths as given
         real_sets += [real_set_label(f, root, None if names.count(name) == 1 else str(root)) for f in files]
+    keep = distinct_images(real_files)
+    real_files, real_sets = [real_files[i] for i in keep], [real_sets[i] for i in keep]
     cfg = compose([])
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)

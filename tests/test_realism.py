@@ -175,3 +175,21 @@ def test_benchmark_breaks_the_test_down_by_real_set(realism, roi_anatomy, phanto
     assert by_set["between sets"]["held-out/devA vs held-out/devB"]["mean"] > 0.9
     assert by_set["vs phantoms"]["held-out/devB"]["mean"] > 0.9
     assert "held-out/devA vs held-out/devB" in text
+
+
+def test_duplicate_images_are_left_out_once_each(realism, tmp_path, capsys):
+    """The same DPR twice (a copy under another name, or the same folder given twice) would sit
+    in a training and a test fold at once: only its first file is kept, and the rest listed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"a{i}.png")
+        Image.fromarray(rng.integers(0, 255, (40, 60), dtype=np.uint8)).save(files[-1])
+    (tmp_path / "copy.png").write_bytes(files[1].read_bytes())
+    files += [tmp_path / "copy.png", files[0]]
+    assert realism["distinct_images"](files) == [0, 1, 2]
+    out = capsys.readouterr().out
+    assert "left out 2 duplicate images" in out and "copy.png (= " in out and str(files[1]) in out
+    assert realism["distinct_images"](files[:3]) == [0, 1, 2]
