@@ -193,6 +193,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     from osteo.checkpoints import load_state_dict, save_state_dict
     from osteo.data.roi import roi_output_hw
+    from osteo.models.backbones import check_backbone, check_depth, check_weights
     from osteo.models.module import count_parameters
     from osteo.models.weights import parse_weights
     from osteo.provenance import provenance
@@ -218,6 +219,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     accel, precision, channels_last = resolve_device(cfg)
     torch.set_num_threads(cpus)
 
+    # the model's settings first: a bad backbone, depth or weights file is a one-line error in
+    # a second, not after the data's ROI cache (minutes on a new data set)
+    check_depth(cfg.model.depth)
+    check_backbone(cfg.model.backbone)
+    check_weights(cfg.model.backbone, cfg.model.weights)
     dm.prepare_data()
     dm.setup()
     input_hw = roi_output_hw(cfg.data.roi.box_xywh, cfg.data.roi.scale)

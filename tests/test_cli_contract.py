@@ -431,6 +431,26 @@ def test_train_with_an_impossible_split_is_one_line(tmp_path):
     assert "osteo: error: " in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("setting,text", [
+    ("depth=7", "depth=7: give a whole number 0..5"),
+    ("depth=2.5", "depth=2.5: give a whole number 0..5"),
+    ("backbone=vgg17", "backbone=vgg17: not a timm model; did you mean vgg19 or vgg16"),
+    ("backbone=vit_base_patch16_224", "backbone=vit_base_patch16_224: expected 5 blocks"),
+    ("weights=nope.safetensors", "nope.safetensors not found: pass an existing"),
+])
+def test_train_with_a_bad_model_setting_is_one_line_before_the_data(setting, text, tmp_path):
+    """A backbone timm does not know (or without 5 stages), a depth outside 0..5 or a missing
+    weights file: one line, exit 2, found before the data are read (no splits, no ROI cache)."""
+    m = dataset(tmp_path / "data")
+    r = hydra_cli("osteo.train", [f"data.manifest={m}", "data.split.test_per_class=1", "data.split.n_folds=2",
+                                  *TINY, setting], tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "osteo: error: " in r.stderr and text in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
+    out = tmp_path / "outputs"
+    assert not (out / "splits").exists() and not (out / "cache").exists(), sorted(out.rglob("*"))
+
+
 def test_a_sweep_whose_runs_fail_ends_with_a_summary_and_fails(tmp_path, phantom_dir):
     r = hydra_cli("osteo.train", ["-m", "fold=0,1", "weights=timm", f"data.manifest={phantom_dir / 'manifest.csv'}",
                                   "data.split.test_per_class=30"] + TINY, tmp_path)

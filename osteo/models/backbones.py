@@ -21,18 +21,74 @@ class PretrainedWeightsError(RuntimeError):
     """Pretrained weights were asked for and cannot be had; never falls back to random init."""
 
 
-def create_timm_model(name: str, weights: object = None) -> nn.Module:
-    """Create a timm model with the weights that ``weights`` names (see ``parse_weights``):
-    random init, timm's download, or a local .pth/.safetensors file loaded through timm's
-    ``pretrained_cfg_overlay``."""
+class ModelConfigError(ValueError):
+    """A backbone or fine-tune depth that cannot be built: a setting the user can fix."""
+
+
+def check_depth(depth: object) -> int:
+    """``depth`` as an int, or ``ModelConfigError`` unless it is a whole number 0..5."""
+    import numbers
+
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not 0 <= depth <= 5:
+        raise ModelConfigError(f"depth={depth}: give a whole number 0..5 (how many of the backbone's 5 blocks "
+                               "train; 0 trains the head only)")
+    return int(depth)
+
+
+def check_backbone(name: str) -> None:
+    """Raise ``ModelConfigError`` unless ``name`` is a timm model that splits into five blocks
+    (``backbone_blocks``). Builds the model on the meta device: no weights are allocated."""
+    if not timm.is_model(name):
+        import difflib
+
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
+        raise ModelConfigError(f"backbone={name}: not a timm model; " + (
+            f"did you mean {' or '.join(close)}?" if close else "give a name from timm.list_models(), e.g. vgg16"))
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    try:
+        backbone_blocks(model)
+    except ValueError as e:
+        raise ModelConfigError(f"backbone={name}: {e}; give a CNN whose features come in 5 stages "
+                               "(vgg16, resnet50, legacy_xception, ...)") from None
+
+
+def check_weights(name: str, weights: object) -> None:
+    """Raise ``PretrainedWeightsError`` when the weights that ``weights`` names cannot be had for
+    timm model ``name``: timm has none for it, the named source cannot be fetched (a named
+    source is fetched and converted here, once), or the file does not exist. Does not build the
+    model: a file that does not fit it is found when it is loaded (``create_timm_model``)."""
     spec = parse_weights(weights)
-    if spec.kind == "none":
-        return timm.create_model(name, pretrained=False)
     if spec.kind == "timm":
         cfg = timm.get_pretrained_cfg(name)
         if cfg is None or not (cfg.url or cfg.hf_hub_id or cfg.file):
             raise PretrainedWeightsError(f"timm has no pretrained weights for {name!r}; pass "
                                          "weights=/path/to/weights.safetensors or weights=none")
+    elif spec.kind == "named":
+        from osteo.models.hed import HedWeightsError
+        from osteo.models.weights import named_weights_file
+
+        try:
+            named_weights_file(spec.name)
+        except HedWeightsError as e:
+            raise PretrainedWeightsError(str(e)) from e
+    elif spec.kind != "none" and not spec.path.is_file():
+        raise PretrainedWeightsError(f"weights file {spec.path} not found: pass an existing "
+                                     ".pth/.safetensors file, weights=timm or weights=none")
+
+
+def create_timm_model(name: str, weights: object = None) -> nn.Module:
+    """Create a timm model with the weights that ``weights`` names (see ``parse_weights``):
+    random init, timm's download, or a local .pth/.safetensors file loaded through timm's
+    ``pretrained_cfg_overlay``. Raises ``ModelConfigError`` for a name timm does not know and
+    ``PretrainedWeightsError`` for weights that cannot be had (``check_weights``)."""
+    if not timm.is_model(name):
+        check_backbone(name)
+    check_weights(name, weights)
+    spec = parse_weights(weights)
+    if spec.kind == "none":
+        return timm.create_model(name, pretrained=False)
+    if spec.kind == "timm":
         try:
             return timm.create_model(name, pretrained=True)
         except Exception as e:  # noqa: BLE001 - any download failure
@@ -42,17 +98,10 @@ def create_timm_model(name: str, weights: object = None) -> nn.Module:
                 "file with weights=/path/to/weights.safetensors (or .pth), or train "
                 "from scratch with weights=none.") from e
     if spec.kind == "named":
-        from osteo.models.hed import HedWeightsError
         from osteo.models.weights import named_weights_file
 
-        try:
-            path = named_weights_file(spec.name)
-        except HedWeightsError as e:
-            raise PretrainedWeightsError(str(e)) from e
+        path = named_weights_file(spec.name)   # fetched by check_weights
         return _with_state(timm.create_model(name, pretrained=False), path, spec.describe())
-    if not spec.path.is_file():
-        raise PretrainedWeightsError(f"weights file {spec.path} not found: pass an existing "
-                                     ".pth/.safetensors file, weights=timm or weights=none")
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(spec.path)))
 
 
@@ -121,7 +170,7 @@ def backbone_blocks(model: nn.Module) -> list[nn.Sequential]:
                 blocks.append(nn.Sequential(*cur))
                 cur, k = [], k + 1
     if len(blocks) != 5:
-        raise ValueError(f"expected 5 blocks from feature_info, found {len(blocks)}")
+        raise ModelConfigError(f"expected 5 blocks from feature_info, found {len(blocks)}")
     return blocks
 
 

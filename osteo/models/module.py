@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
-from osteo.models.backbones import backbone_blocks, create_timm_model, feature_shape, is_vgg
+from osteo.models.backbones import backbone_blocks, check_depth, create_timm_model, feature_shape, is_vgg
 from osteo.models.head import thesis_head
 
 
@@ -41,8 +41,7 @@ class DprClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
-        if not 0 <= int(depth) <= 5:
-            raise ValueError(f"depth must be 0..5 (number of trainable blocks), got {depth}")
+        depth = check_depth(depth)
         model = create_timm_model(backbone, weights)
         blocks = backbone_blocks(model)
         n_frozen = 5 - int(depth)
