@@ -37,7 +37,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 USER_ERROR_CLASSES = (
     ("osteo.data.manifest", "ManifestError"), ("osteo.data.splits", "SplitError"),
     ("osteo.data.images", "ImageReadError"), ("osteo.models.backbones", "PretrainedWeightsError"),
-    ("osteo.models.backbones", "ModelConfigError"),
+    ("osteo.models.backbones", "ModelConfigError"), ("osteo.settings", "SettingError"),
+    ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),   # a trainer setting
     ("osteo.train", "RunConflictError"), ("osteo.checkpoints", "UnsafeCheckpointError"),
     ("osteo.data.covariates", "CovariateError"), ("osteo.data.phantom", "FieldsFileError"),
 )

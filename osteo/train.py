@@ -112,6 +112,9 @@ def finished(out_dir: Path, cfg: DictConfig, data: dict | None = None) -> dict |
 def resolve_device(cfg: DictConfig) -> tuple[str, str, bool]:
     """(accelerator, precision, channels_last) for this machine and config."""
     cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not cuda:
+        log.warning("trainer.accelerator=%s, but torch sees no CUDA device: training on the CPU",
+                    cfg.trainer.accelerator)
     accel = "gpu" if cuda else "cpu"
     precision = cfg.trainer.precision
     if precision == "auto":
@@ -194,6 +197,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     from osteo.checkpoints import load_state_dict, save_state_dict
     from osteo.data.roi import roi_output_hw
     from osteo.models.backbones import check_backbone, check_depth, check_weights
+    from osteo.settings import check_settings
     from osteo.models.module import count_parameters
     from osteo.models.weights import parse_weights
     from osteo.provenance import provenance
@@ -203,6 +207,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.run_dir = str(out_dir)
+    check_settings(cfg)   # values no run can use: one line each, before anything is read
     cpus = available_cpus(cfg.get("cpus", "auto"))
     dm = instantiate(cfg.data, workers=cpus)
     manifest = dm.resolve_manifest()

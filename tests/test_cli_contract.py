@@ -437,10 +437,13 @@ def test_train_with_an_impossible_split_is_one_line(tmp_path):
     ("backbone=vgg17", "backbone=vgg17: not a timm model; did you mean vgg19 or vgg16"),
     ("backbone=vit_base_patch16_224", "backbone=vit_base_patch16_224: expected 5 blocks"),
     ("weights=nope.safetensors", "nope.safetensors not found: pass an existing"),
+    ("data.batch_size=0", "data.batch_size=0: give a whole number of 1 or more"),
+    ("model.optimizer.lr=abc", "model.optimizer.lr=abc: give a number above 0"),
 ])
 def test_train_with_a_bad_model_setting_is_one_line_before_the_data(setting, text, tmp_path):
-    """A backbone timm does not know (or without 5 stages), a depth outside 0..5 or a missing
-    weights file: one line, exit 2, found before the data are read (no splits, no ROI cache)."""
+    """A backbone timm does not know (or without 5 stages), a depth outside 0..5, a missing
+    weights file or a number no run can use (osteo.settings): one line, exit 2, found before the
+    data are read (no splits, no ROI cache)."""
     m = dataset(tmp_path / "data")
     r = hydra_cli("osteo.train", [f"data.manifest={m}", "data.split.test_per_class=1", "data.split.n_folds=2",
                                   *TINY, setting], tmp_path)

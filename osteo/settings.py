@@ -1,0 +1,71 @@
+"""The numbers a user sets on the train command line, checked before a run reads anything.
+
+One rule per setting (``RULES``): a setting whose value the rule does not accept is a user's
+mistake, reported as one line per setting (``SettingError``) instead of the traceback that
+torch, scikit-learn or Lightning would give minutes later. The model's own settings (backbone,
+depth, weights) are checked by ``osteo.models.backbones``; the split's fold by the split itself.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class SettingError(ValueError):
+    """One or more settings with values no run can use; the message has a line for each."""
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def whole_at_least(low: int) -> tuple[Callable[[object], bool], str]:
+    return (lambda v: _whole(v) and v >= low), f"give a whole number of {low} or more"
+
+
+def number_above(low: float) -> tuple[Callable[[object], bool], str]:
+    return (lambda v: _number(v) and v > low), f"give a number above {low}"
+
+
+# setting -> (accepts(value), what to give instead)
+RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "seed": whole_at_least(0),
+    "data.batch_size": whole_at_least(1),
+    "data.num_workers": whole_at_least(0),
+    "data.roi.scale": number_above(0),
+    "data.split.seed": whole_at_least(0),
+    "data.split.n_folds": whole_at_least(2),
+    "data.split.test_per_class": ((lambda v: v is None or (_whole(v) and v >= 1)),
+                                  "give a whole number of 1 or more, or null with data.split.test_fraction"),
+    "data.split.test_fraction": ((lambda v: v is None or (_number(v) and 0 < v < 1)),
+                                 "give a fraction between 0 and 1, or null"),
+    "trainer.accelerator": ((lambda v: v in ("auto", "cpu", "gpu", "cuda")), "give auto, cpu, gpu or cuda"),
+    "trainer.max_epochs": ((lambda v: _whole(v) and (v >= 1 or v == -1)),
+                           "give a whole number of 1 or more (-1: until early stopping)"),
+    "model.optimizer.lr": number_above(0),
+    "model.optimizer.weight_decay": ((lambda v: _number(v) and v >= 0), "give a number of 0 or more"),
+    "model.head.dropout": ((lambda v: _number(v) and 0 <= v < 1), "give a probability from 0 up to (not) 1"),
+    "cpus": ((lambda v: v == "auto" or (_whole(v) and v >= 1)), "give auto or a whole number of 1 or more"),
+    "ood_percentile": ((lambda v: _number(v) and 0 < v <= 100), "give a percentile above 0, up to 100"),
+}
+
+
+def check_settings(cfg: DictConfig, rules: dict = RULES) -> None:
+    """Raise ``SettingError`` naming every setting of ``cfg`` that its rule rejects, with its
+    value and what to give instead; settings the config does not have are not checked."""
+    bad = []
+    for key, (accepts, hint) in rules.items():
+        value = OmegaConf.select(cfg, key, default=KeyError)
+        if value is KeyError:
+            continue
+        if not accepts(value):
+            bad.append(f"{key}={value}: {hint}")
+    if bad:
+        raise SettingError("\n".join(bad))
