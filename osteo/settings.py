@@ -57,6 +57,25 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
+def _blocks(v: object) -> bool:
+    from omegaconf import ListConfig
+
+    return isinstance(v, (list, tuple, ListConfig)) and len(v) > 0 and all(_whole(b) and 1 <= b <= 5 for b in v)
+
+
+# the report's settings (python -m osteo.report)
+REPORT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "report.sensitivity_target": ((lambda v: _number(v) and 0 < v < 1), "give a sensitivity between 0 and 1"),
+    "report.calibration_bins": whole_at_least(2),
+    "report.figure_width": whole_at_least(100),
+    "report.box_sheet_images": whole_at_least(0),
+    "report.gradcam.per_kind": whole_at_least(0),
+    "report.gradcam.max_images": whole_at_least(1),
+    "report.gradcam.band_mm": number_above(0),
+    "report.gradcam.target_blocks": (_blocks, "give a list of blocks 1..5, e.g. [5, 4] (galleries use the first)"),
+}
+
+
 def check_settings(cfg: DictConfig, rules: dict = RULES) -> None:
     """Raise ``SettingError`` naming every setting of ``cfg`` that its rule rejects, with its
     value and what to give instead; settings the config does not have are not checked."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from osteo.config import CONF_DIR, compose
-from osteo.settings import RULES, SettingError, check_settings
+from osteo.settings import REPORT_RULES, RULES, SettingError, check_settings
 
 
 SHIPPED = ([[]] + [[f"experiment={p.stem}"] for p in sorted((Path(CONF_DIR) / "experiment").glob("*.yaml"))]
@@ -53,3 +53,13 @@ def test_every_bad_setting_gets_its_own_line():
         check_settings(compose(["data.batch_size=0", "model.optimizer.lr=-1", "trainer.max_epochs=-1"]))
     assert str(e.value).splitlines() == ["data.batch_size=0: give a whole number of 1 or more",
                                          "model.optimizer.lr=-1: give a number above 0"]   # max_epochs -1 is allowed
+
+
+def test_the_report_config_passes_and_its_numbers_are_checked():
+    check_settings(compose([], config_name="report"), REPORT_RULES)
+    for override, line in [("report.sensitivity_target=90", "report.sensitivity_target=90: give a sensitivity between 0 and 1"),
+                           ("report.gradcam.target_blocks=[6]", "report.gradcam.target_blocks=[6]: give a list of blocks 1..5"),
+                           ("report.gradcam.target_blocks=[]", "report.gradcam.target_blocks=[]: give a list"),
+                           ("report.calibration_bins=1", "report.calibration_bins=1: give a whole number of 2 or more")]:
+        with pytest.raises(SettingError, match=line.replace("[", r"\[").replace("]", r"\]")):
+            check_settings(compose([override], config_name="report"), REPORT_RULES)
