@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("nothing to measure: give --data DIR (real DPRs with masks) and/or --phantoms N")
     if a.perturb and not a.data:
         ap.error("--perturb changes real images: give --data DIR too")
+    if a.phantoms < 0:
+        ap.error(f"--phantoms {a.phantoms}: give a number of phantoms (0: none)")
     cfg = compose(overrides)
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)

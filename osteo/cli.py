@@ -44,11 +44,19 @@ USER_ERROR_CLASSES = (
 )
 
 
+def _loaded(module: str) -> list:
+    """The loaded copies of ``module``: its import, and ``__main__`` where it runs as
+    ``python -m module`` (a class defined there is another class than the imported one's)."""
+    main = sys.modules.get("__main__")
+    as_main = getattr(getattr(main, "__spec__", None), "name", None) == module
+    return [m for m in (sys.modules.get(module), main if as_main else None) if m is not None]
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    """UserError and the classes of USER_ERROR_CLASSES whose modules are imported: an exception
+    """UserError and the classes of USER_ERROR_CLASSES whose modules are loaded: an exception
     of a module never imported cannot have been raised, and importing one here (train, checkpoints:
     torch) would cost seconds on every one-line error."""
-    found = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERROR_CLASSES)
+    found = (getattr(m, name, None) for module, name in USER_ERROR_CLASSES for m in _loaded(module))
     return (UserError, *(t for t in found if isinstance(t, type)))
 
 

@@ -252,6 +252,7 @@ def test_preview_with_nothing_readable_fails(tmp_path, capsys):
     (["--n", "0"], "--n 0"),
     (["--n", "2", "--workers", "0"], "--workers 0"),
     (["--n", "2", "--difficulty", "-1"], "--difficulty"),
+    (["--n", "2", "--seed", "-1"], "--seed -1: give 0 or more"),
 ])
 def test_phantom_bad_options(args, text, tmp_path, capsys):
     rc = run_cli(phantom.main, args + ["--out", str(tmp_path / "ph")])
@@ -452,6 +453,22 @@ def test_train_with_a_bad_model_setting_is_one_line_before_the_data(setting, tex
     assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
     out = tmp_path / "outputs"
     assert not (out / "splits").exists() and not (out / "cache").exists(), sorted(out.rglob("*"))
+
+
+def test_errors_of_a_module_run_as_main_are_one_line(tmp_path):
+    """``python -m osteo.data.phantom`` and ``python -m osteo.train`` raise their own error
+    classes from ``__main__``, other classes than those of the imported modules: a bad params
+    file and a finished run of another config were tracebacks (exit 1) before."""
+    (tmp_path / "p.json").write_text('{"seed": -3}')
+    r = subprocess.run([sys.executable, "-m", "osteo.data.phantom", "--out", str(tmp_path / "ph"), "--params",
+                        str(tmp_path / "p.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"osteo: error: {tmp_path / 'p.json'}: seed = -3: give 0 or more", r.stderr
+    m = dataset(tmp_path / "data")
+    args = [f"data.manifest={m}", "data.roi.placement=fixed", "data.split.test_per_class=1", "data.split.n_folds=2", *TINY]
+    assert hydra_cli("osteo.train", args, tmp_path).returncode == 0
+    r = hydra_cli("osteo.train", args + ["trainer.max_epochs=2"], tmp_path)
+    assert r.returncode == 2 and "osteo: error: " in r.stderr and "trainer.max_epochs: 1 -> 2" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
 
 
 def test_a_sweep_whose_runs_fail_ends_with_a_summary_and_fails(tmp_path, phantom_dir):

@@ -753,13 +753,25 @@ def read_look(path: str | Path | None) -> Look:
     return replace(LOOK, **_read_fields(path, Look))
 
 
+# PhantomParams fields with a least value: (field, least, what to give)
+PARAM_LEAST = (("n", 1, "give the number of phantoms to make (1 or more)"), ("seed", 0, "give 0 or more"),
+               ("difficulty", 0, "give 0 or more"), ("framing_spread", 0, "give 0 or more"))
+
+
 def read_params(path: str | Path | None, **given) -> PhantomParams:
     """``PhantomParams`` with the fields in a JSON file (``{"field": value}``, pairs as lists)
-    and then those in ``given`` replaced (``given`` wins); ``PhantomParams(**given)`` for None.
-    Raises FieldsFileError (a ValueError) naming the file and any key of it that is not a
-    ``PhantomParams`` field or any value of the wrong kind."""
+    and then those in ``given`` (command-line flags: ``given`` wins) replaced;
+    ``PhantomParams(**given)`` for None. Raises FieldsFileError (a ValueError) naming the file
+    and any key of it that is not a ``PhantomParams`` field or any value of the wrong kind, and
+    naming the flag (``--framing-spread -1``) or the file's field for a value below its least
+    (``PARAM_LEAST``)."""
     values = _read_fields(path, PhantomParams) if path is not None else {}
-    return PhantomParams(**{**values, **given})
+    p = PhantomParams(**{**values, **given})
+    for field, least, hint in PARAM_LEAST:
+        if getattr(p, field) < least:
+            where = f"--{field.replace('_', '-')}" if field in given else f"{path}: {field} ="
+            raise FieldsFileError(f"{where} {getattr(p, field)}: {hint}")
+    return p
 
 
 @functools.lru_cache(maxsize=4)
@@ -950,16 +962,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     given = {k: v for k, v in (("n", a.n), ("seed", a.seed), ("difficulty", a.difficulty),
                                ("framing_spread", a.framing_spread)) if v is not None}
-    p = read_params(a.params, **given)
-
-    def source(field: str) -> str:   # where a value came from: its flag, or the params file
-        return f"--{field.replace('_', '-')}" if field in given else f"{a.params}: {field} ="
-
-    if p.n < 1:
-        raise UserError(f"{source('n')} {p.n}: give the number of phantoms to make (1 or more)")
-    for field in ("difficulty", "framing_spread"):
-        if getattr(p, field) < 0:
-            raise UserError(f"{source(field)} {getattr(p, field)}: give 0 or more")
+    p = read_params(a.params, **given)   # checks each value against its least, naming its flag or file
     if a.workers is not None and a.workers < 1:
         raise UserError(f"--workers {a.workers}: give 1 or more")
     if Path(a.out).is_file():
