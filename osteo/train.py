@@ -197,17 +197,22 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     from osteo.checkpoints import load_state_dict, save_state_dict
     from osteo.data.roi import roi_output_hw
     from osteo.models.backbones import check_backbone, check_depth, check_weights
-    from osteo.settings import check_settings
     from osteo.models.module import count_parameters
     from osteo.models.weights import parse_weights
     from osteo.provenance import provenance
     from osteo.runs import WEIGHTS_FILE
+    from osteo.settings import check_settings
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.run_dir = str(out_dir)
-    check_settings(cfg)   # values no run can use: one line each, before anything is read
+    # settings no run can use, one line each, before anything is read or written (the data's ROI
+    # cache takes minutes on a new data set; an earlier run's files in out_dir are not cleared)
+    check_settings(cfg)
+    check_depth(cfg.model.depth)
+    check_backbone(cfg.model.backbone)
+    check_weights(cfg.model.backbone, cfg.model.weights)
     cpus = available_cpus(cfg.get("cpus", "auto"))
     dm = instantiate(cfg.data, workers=cpus)
     manifest = dm.resolve_manifest()
@@ -224,11 +229,6 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     accel, precision, channels_last = resolve_device(cfg)
     torch.set_num_threads(cpus)
 
-    # the model's settings first: a bad backbone, depth or weights file is a one-line error in
-    # a second, not after the data's ROI cache (minutes on a new data set)
-    check_depth(cfg.model.depth)
-    check_backbone(cfg.model.backbone)
-    check_weights(cfg.model.backbone, cfg.model.weights)
     dm.prepare_data()
     dm.setup()
     input_hw = roi_output_hw(cfg.data.roi.box_xywh, cfg.data.roi.scale)
