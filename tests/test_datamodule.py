@@ -74,3 +74,25 @@ def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phanto
         make_dm(compose_cfg, tmp_path, d)
     cfg, dm = make_dm(compose_cfg, tmp_path, d, **{"data.skip_bad_rows": "true"})
     assert len(dm.df) == 239
+
+
+def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_dir, caplog):
+    """Lightning calls prepare_data at fit, test and predict: the manifest is read, and its
+    warnings (here: images without a pixel size) logged, once per data module."""
+    import logging
+
+    df = pd.read_csv(phantom_dir / "manifest.csv").drop(columns=["pixel_mm"])
+    df["image"] = [str(phantom_dir / p) for p in df["image"]]
+    manifest = tmp_path / "no_pixel_size.csv"
+    df.to_csv(manifest, index=False)
+    cfg = compose_cfg(tiny_overrides(tmp_path / "out", manifest))
+    dm = instantiate(cfg.data)
+    dm.progress = False
+    with caplog.at_level(logging.WARNING):
+        dm.prepare_data()
+        dm.setup()
+        dm.prepare_data()
+        dm.prepare_data()
+    said = [r for r in caplog.records if "have no pixel size" in r.getMessage()]
+    assert len(said) == 1 and said[0].getMessage().startswith(f"{len(df)} image(s)")
+    assert len(dm.df) == len(df)

@@ -97,6 +97,7 @@ class DprDataModule(pl.LightningDataModule):
             raise ValueError(f"data.covariates_missing={covariates_missing!r}: use error or impute")
         self.covariates_missing = covariates_missing
         self.df: pd.DataFrame | None = None
+        self._prepared: tuple | None = None   # _data()'s result: built, checked and reported once
         self.features: np.ndarray | None = None
         self.covariates: np.ndarray | None = None
         self.covariate_transform: dict | None = None
@@ -117,7 +118,17 @@ class DprDataModule(pl.LightningDataModule):
         return ensure_phantom(workers=self.workers, **self.phantom)
 
     def _data(self) -> tuple[Path, pd.DataFrame, np.ndarray, Path]:
-        """(manifest, valid rows, their ROIs, split file), building what is missing on disk."""
+        """(manifest, valid rows, their ROIs, split file), building what is missing on disk.
+
+        Done once per data module: Lightning calls ``prepare_data`` again at every ``fit``,
+        ``test`` and ``predict``, and each call read the manifest again and logged its warnings
+        (images without a pixel size, flagged or skipped images) again, five times per run."""
+        if self._prepared is not None:
+            return self._prepared
+        self._prepared = self._build()
+        return self._prepared
+
+    def _build(self) -> tuple[Path, pd.DataFrame, np.ndarray, Path]:
         path = self.resolve_manifest()
         skipped = self.cache_dir / "skipped" / f"{path.stem}-skipped.csv"
         df = load_manifest(path, self.label_cfg["threshold"], self.label_cfg["inclusive"],
