@@ -1,4 +1,5 @@
-"""The numbers a user sets on the train command line, checked before a run reads anything.
+"""The numbers (and warning filters) a user sets on the train command line, checked before a run
+reads anything.
 
 One rule per setting (``RULES``): a setting whose value the rule does not accept is a user's
 mistake, reported as one line per setting (``SettingError``) instead of the traceback that
@@ -34,6 +35,21 @@ def number_above(low: float) -> tuple[Callable[[object], bool], str]:
     return (lambda v: _number(v) and v > low), f"give a number above {low}"
 
 
+def _patterns(v: object) -> bool:
+    import re
+
+    from omegaconf import ListConfig
+
+    if not isinstance(v, (list, tuple, ListConfig)) or not all(isinstance(p, str) for p in v):
+        return False
+    try:
+        for p in v:
+            re.compile(p)
+    except re.error:
+        return False
+    return True
+
+
 # setting -> (accepts(value), what to give instead)
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": whole_at_least(0),
@@ -54,6 +70,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "model.head.dropout": ((lambda v: _number(v) and 0 <= v < 1), "give a probability from 0 up to (not) 1"),
     "cpus": ((lambda v: v == "auto" or (_whole(v) and v >= 1)), "give auto or a whole number of 1 or more"),
     "ood_percentile": ((lambda v: _number(v) and 0 < v <= 100), "give a percentile above 0, up to 100"),
+    "ignore_warnings": (_patterns, "give a list of regular expressions (quoted strings), or [] to see every warning"),
 }
 
 

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import hydra
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 # reused, and when comparing it with a new config
 VOLATILE_KEYS = ("trainer.enable_progress_bar", "data.num_workers", "data.progress", "overwrite",
                  "cpus", "run_dir", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath",
-                 "logger.csv.save_dir", "logger.tensorboard.save_dir", "logger.mlflow.tracking_uri")
+                 "logger.csv.save_dir", "logger.tensorboard.save_dir", "logger.mlflow.tracking_uri",
+                 "ignore_warnings")
 
 
 # keys added after runs already existed, with the value that reproduces those runs: a finished run
@@ -213,6 +215,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     check_depth(cfg.model.depth)
     check_backbone(cfg.model.backbone)
     check_weights(cfg.model.backbone, cfg.model.weights)
+    for pattern in cfg.get("ignore_warnings") or []:
+        warnings.filterwarnings("ignore", message=pattern)
     cpus = available_cpus(cfg.get("cpus", "auto"))
     dm = instantiate(cfg.data, workers=cpus)
     manifest = dm.resolve_manifest()

@@ -40,6 +40,8 @@ def _select(cfg, key):
     ("model.head.dropout=1", "model.head.dropout=1: give a probability"),
     ("seed=true", "seed=True: give a whole number"),
     ("cpus=0", "cpus=0: give auto or a whole number of 1 or more"),
+    ("ignore_warnings=['a(']", "ignore_warnings=['a(']: give a list of regular expressions"),
+    ("ignore_warnings=5", "ignore_warnings=5: give a list of regular expressions"),
 ])
 def test_a_value_no_run_can_use_is_named_with_what_to_give(override, line):
     with pytest.raises(SettingError) as e:

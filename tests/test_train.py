@@ -311,3 +311,19 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):
     assert (ok / "metrics.json").exists(), sorted(p.name for p in runs.iterdir())
     failed = Path(str(ok).replace("fold=0", "fold=9"))
     assert "fold 9 does not exist" in (failed / "error.txt").read_text()
+
+
+def test_library_warnings_listed_in_config_are_hidden(compose_cfg, tmp_path, phantom_dir):
+    """ignore_warnings hides the library warnings a user cannot act on (here Lightning's: the
+    checkpoint folder, the run's own, is not empty); [] shows them again."""
+    import warnings
+
+    def checkpoint_warnings(name: str, **extra) -> list[str]:
+        cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, **extra)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            train(cfg, tmp_path / name)
+        return [str(w.message) for w in seen if "exists and is not empty" in str(w.message)]
+
+    assert checkpoint_warnings("shown", ignore_warnings="[]")
+    assert checkpoint_warnings("hidden") == []
