@@ -66,6 +66,7 @@ from PIL import Image
 from osteo.anatomy.mandible import analyse, border_array
 from osteo.config import compose
 from osteo.data.images import read_gray
+from osteo.data.inputs import IMAGE_FOLDER
 from osteo.data.roi import extract_roi
 
 RADIAL_EDGES = np.geomspace(1 / 256, 0.5, 13)   # cycles per pixel
@@ -85,48 +86,20 @@ def check_phantom_count(n: int) -> None:
         raise UserError(f"--n {n}: the two-sample tests are 5-fold cross-validations; give --n {MIN_ROIS} or more")
 
 
-# Folders of a real set that hold no radiographs: masks or segmentations kept beside the images
-# (shared/real-dpr/abdi-dev has images/, masks-1/ and masks-2/). A mask passes the mandible
-# finder like a DPR (its lower edge is the border), so it must never join the real set.
-NOT_DPR_FOLDER = re.compile(r"^(masks?|seg|segmentations?|labels?|annotations?|gt|ground[-_ ]?truth)([-_ .].*|\d*)$",
-                            re.IGNORECASE)
-IMAGE_FOLDER = "images"   # where a folder has folders of this name (any depth), only they are read
-
-
 def real_images(path: Path) -> list[Path]:
     """The real DPRs named by ``path``: a manifest CSV's images (``osteo.data.inputs``), or a
-    folder's, searched recursively, leaving out folders of masks or segmentations
-    (``NOT_DPR_FOLDER``: masks-1/, segmentations/, labels/, ...); where the folder has
-    ``images/`` folders at any depth (one per device, say A/images and B/images), only the images
-    in them. What is left out is printed. A one-line user error when there are none."""
+    folder's, as every osteo command reads a folder (``osteo.data.inputs.folder_images``):
+    searched recursively, leaving out folders of masks or segmentations (masks-1/,
+    segmentations/, labels/, ...); where the folder has ``images/`` folders at any depth (one per
+    device, say A/images and B/images), only the images in them. What is left out is logged. A
+    one-line user error when there are none."""
     from osteo.cli import UserError
     from osteo.data.images import IMAGE_SUFFIXES
     from osteo.data.inputs import find_inputs
 
     if not path.exists():
         raise UserError(f"{path}: no such folder or file; give --real a folder of real DPRs")
-    files = [i.path for i in find_inputs([str(path)])]
-    if path.is_dir():
-        def folders(f: Path) -> tuple[str, ...]:
-            return f.relative_to(path).parts[:-1]
-
-        def mask_folder(f: Path) -> str | None:
-            """The folder of masks that ``f`` lies in (relative to ``path``), or None."""
-            parts = folders(f)
-            return next(("/".join(parts[:k + 1]) for k, d in enumerate(parts) if NOT_DPR_FOLDER.match(d)), None)
-
-        masks = {f: mask_folder(f) for f in files}
-        left = sorted({m for m in masks.values() if m is not None})
-        if left:
-            n = sum(m is not None for m in masks.values())
-            print(f"  left out {n} images in {', '.join(m + '/' for m in left)} (masks or segmentations, "
-                  "not radiographs)")
-        files = [f for f in files if masks[f] is None]
-        in_image_folders = [f for f in files if any(d.lower() == IMAGE_FOLDER for d in folders(f))]
-        if in_image_folders and len(in_image_folders) < len(files):
-            print(f"  read the {IMAGE_FOLDER}/ folders only: left out {len(files) - len(in_image_folders)} images "
-                  "outside them")
-        files = in_image_folders or files
+    files = [i.path for i in find_inputs([str(path)])]   # folders: masks left out, images/ only where there
     if not files:
         where = path / IMAGE_FOLDER if (path / IMAGE_FOLDER).is_dir() else path
         raise UserError(f"{where}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); give --real a "

@@ -57,9 +57,9 @@ def real_sets(data: Path) -> list[tuple[Path, list[Path], list[Path]]]:
     """The real sets under ``data``: for each folder that holds an ``images/`` folder (``data``
     itself, or one per device at any depth), (that folder, its images sorted, its readers' mask
     folders sorted: the folders beside ``images/`` named as masks or segmentations are, masks-1/,
-    Masks/, segmentations/, gt/ ... (``phantom_realism.NOT_DPR_FOLDER``), that hold images).
+    Masks/, segmentations/, gt/ ... (``osteo.data.inputs.NOT_DPR_FOLDER``), that hold images).
     ``data`` may also be an ``images/`` folder itself."""
-    from phantom_realism import IMAGE_FOLDER, NOT_DPR_FOLDER
+    from osteo.data.inputs import IMAGE_FOLDER, NOT_DPR_FOLDER
 
     found = [d for d in data.rglob("*") if d.is_dir() and d.name.lower() == IMAGE_FOLDER]
     homes = sorted({d.parent for d in found} | ({data.parent} if data.name.lower() == IMAGE_FOLDER else set()))

@@ -92,6 +92,26 @@ def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp
     assert main([str(folder / "sub"), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam", "--force"]) == 0
 
 
+def test_a_data_set_folder_is_screened_without_its_masks(tiny_sweep, phantom_dir, tmp_path, caplog):
+    """A folder laid out as data sets are (images/ beside masks-1/, masks-2/, as in
+    shared/real-dpr): predict screens the radiographs only and says what it left out. Before, it
+    screened every mask as a DPR (120 rows for the 40 dev DPRs)."""
+    caplog.set_level(logging.INFO, logger="osteo")
+    folder = tmp_path / "dataset"
+    for sub in ("images", "masks-1", "masks-2"):
+        (folder / sub).mkdir(parents=True)
+        for i in range(2):
+            shutil.copy(phantom_dir / "images" / f"dpr_{i:04d}.png", folder / sub / f"dpr_{i:04d}.png")
+    df = predict([str(folder)], str(run_dir(tiny_sweep)), str(tmp_path / "p"), single=True, cams=False,
+                 progress=False)
+    assert sorted(Path(p).relative_to(folder).as_posix() for p in df["image"]) == ["images/dpr_0000.png",
+                                                                                   "images/dpr_0001.png"]
+    assert "left out 4 images in masks-1/, masks-2/ (masks or segmentations" in caplog.text
+    masks = predict([str(folder / "masks-1")], str(run_dir(tiny_sweep)), str(tmp_path / "m"), single=True,
+                    cams=False, progress=False)
+    assert len(masks) == 2   # a folder named directly is read, whatever its name
+
+
 def test_manifest_input_uses_its_per_image_boxes(tiny_sweep, phantom_dir, tmp_path):
     m = pd.DataFrame({"image": ["images/dpr_0000.png", "images/dpr_0000.png"], "roi_x0": [250, 100], "roi_y0": [475, 400]})
     m.assign(image=[str(phantom_dir / i) for i in m["image"]]).to_csv(tmp_path / "boxes.csv", index=False)

@@ -110,7 +110,7 @@ def test_bootstrap_interval_follows_the_separation(realism):
     assert lo < full < hi and hi - lo > 0.05
 
 
-def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, capsys):
+def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, caplog):
     """A held-out set laid out per device (A/images, B/Images beside masks-1/, labels/, ...):
     only the images/ folders are read and masks never join the real set (a mask passes the
     mandible finder like a DPR); each image's set is its device folder. A plain folder gives
@@ -124,7 +124,7 @@ def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, c
           "held/B/Segmentation_2/b1.png", "held/C/c1.png", "held/notes.txt")
     files = realism["real_images"](tmp_path / "held")
     assert sorted(f.relative_to(tmp_path / "held").as_posix() for f in files) == ["A/images/a1.png", "B/Images/b1.jpg"]
-    out = capsys.readouterr().out
+    out = caplog.text   # the rule of every command's folders (osteo.data.inputs), logged
     assert "left out 3 images in A/masks-1/, B/Segmentation_2/, B/labels/" in out
     assert "left out 1 images outside them" in out
     assert sorted(realism["real_set_label"](f, tmp_path / "held") for f in files) == ["held/A", "held/B"]
@@ -136,7 +136,7 @@ def test_real_images_leave_out_masks_and_read_image_folders(realism, tmp_path, c
     assert {realism["real_set_label"](f, tmp_path / "plain") for f in files} == {"plain/2025", "plain/labelled"}
 
 
-def test_benchmark_breaks_the_test_down_by_real_set(realism, roi_anatomy, phantom_dir, tmp_path, capsys):
+def test_benchmark_breaks_the_test_down_by_real_set(realism, roi_anatomy, phantom_dir, tmp_path, capsys, caplog):
     """Real computation: two "devices" of 6 phantoms each stand in for real DPRs, the second
     through another acquisition chain (a 3-pixel blur), with a folder of masks beside the first
     (copies of its images, which the finder would place) and an unreadable file in the second.
@@ -166,7 +166,7 @@ def test_benchmark_breaks_the_test_down_by_real_set(realism, roi_anatomy, phanto
     out = tmp_path / "out"
     assert realism["main"](["--real", str(root), "--phantom-dir", str(phantom_dir), "--n", "12", "--no-cnn",
                             "--bootstrap", "0", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    text = capsys.readouterr().out + caplog.text   # folders are read as every command reads them (logged)
     assert "left out 6 images in devA/masks-1/" in text and "broken.png: cannot be read as an image" in text
     res = json.loads((out / "realism.json").read_text())
     assert res["n_real"] == 12 and res["n_phantom"] == 12

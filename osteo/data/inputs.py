@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import NamedTuple
 
 from osteo.cli import UserError
 from osteo.data.images import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+# Folders that hold no radiographs: masks or segmentations kept beside the images (a data set such
+# as shared/real-dpr/abdi-dev has images/, masks-1/ and masks-2/). A mask passes the mandible finder
+# like a DPR (its lower edge is the border), so a folder given to any command never reads them.
+NOT_DPR_FOLDER = re.compile(r"^(masks?|seg|segmentations?|labels?|annotations?|gt|ground[-_ ]?truth)([-_ .].*|\d*)$",
+                            re.IGNORECASE)
+IMAGE_FOLDER = "images"   # where a folder has folders of this name (any depth), only they are read
 
 
 class InputImage(NamedTuple):
@@ -20,15 +31,50 @@ class InputImage(NamedTuple):
     fields: dict = {}
 
 
+def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """The radiographs under ``folder`` (searched recursively, sorted) and what was left out, a
+    line each: the images in folders of masks or segmentations below it (``NOT_DPR_FOLDER``:
+    masks-1/, segmentations/, labels/, gt/, ...), and, where it has ``images/`` folders at any
+    depth (one per device, say A/images and B/images), the images outside them. ``folder``'s own
+    name is not judged: a folder of masks named directly is read."""
+    files = [q for q in sorted(folder.rglob("*")) if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+
+    def folders(f: Path) -> tuple[str, ...]:
+        return f.relative_to(folder).parts[:-1]
+
+    def mask_folder(f: Path) -> str | None:
+        """The folder of masks that ``f`` lies in (relative to ``folder``), or None."""
+        parts = folders(f)
+        return next(("/".join(parts[:k + 1]) for k, d in enumerate(parts) if NOT_DPR_FOLDER.match(d)), None)
+
+    notes = []
+    masks = {f: mask_folder(f) for f in files}
+    left = sorted({m for m in masks.values() if m is not None})
+    if left:
+        n = sum(m is not None for m in masks.values())
+        notes.append(f"left out {n} images in {', '.join(m + '/' for m in left)} (masks or segmentations, "
+                     "not radiographs)")
+    files = [f for f in files if masks[f] is None]
+    in_image_folders = [f for f in files if any(d.lower() == IMAGE_FOLDER for d in folders(f))]
+    if in_image_folders and len(in_image_folders) < len(files):
+        notes.append(f"read the {IMAGE_FOLDER}/ folders only: left out {len(files) - len(in_image_folders)} images "
+                     "outside them")
+    return in_image_folders or files, notes
+
+
 def find_inputs(inputs: list[str]) -> list[InputImage]:
-    """The images of ``inputs``: files, folders (recursively) and manifest CSVs (their 'image'
-    column, with 'roi_x0'/'roi_y0' and 'pixel_mm' where given)."""
+    """The images of ``inputs``: files, folders (recursively, as ``folder_images`` reads them:
+    never folders of masks; only the ``images/`` folders where there are some; what is left out
+    is logged) and manifest CSVs (their 'image' column, with 'roi_x0'/'roi_y0' and 'pixel_mm'
+    where given)."""
     out: list[InputImage] = []
     for s in inputs:
         p = Path(s)
         if p.is_dir():
-            out += [InputImage(q, None, None) for q in sorted(p.rglob("*"))
-                    if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            files, notes = folder_images(p)
+            for note in notes:
+                log.warning("%s: %s", p, note)
+            out += [InputImage(q, None, None) for q in files]
         elif p.suffix.lower() == ".csv":
             from osteo.data.manifest import ManifestError, read_csv_table
 
