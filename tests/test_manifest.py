@@ -74,3 +74,24 @@ def test_missing_columns(folder):
     m = write(folder, [dict(image="i0.png", t_score=-3)])
     with pytest.raises(ManifestError, match="missing column.*patient_id"):
         load_manifest(m)
+
+
+def test_numbers_written_another_way(folder):
+    """A T-score pasted from a lab report carries the Unicode minus sign (U+2212): it is read as
+    '-'. A dash or a decimal comma is not guessed at, but the error says which it is."""
+    m = write(folder, [dict(image="i0.png", patient_id="a", t_score="\u22122.7", bmi="\u22121.5"),
+                       dict(image="i1.png", patient_id="b", t_score="\u22121.0", bmi="2")])
+    df = load_manifest(m)
+    assert df["t_score"].tolist() == [-2.7, -1.0] and df["label"].tolist() == [1, 0]
+    from osteo.data.covariates import covariate_matrix
+
+    assert covariate_matrix(df, ["bmi"])[:, 0].tolist() == [-1.5, 2.0]
+    m = write(folder, [dict(image="i0.png", patient_id="a", t_score="\u20132.7"),
+                       dict(image="i1.png", patient_id="b", t_score="-1,5"),
+                       dict(image="i2.png", patient_id="c", t_score="low")], name="bad.csv")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(m)
+    msg = str(e.value)
+    assert "line 2" in msg and "(a dash where the minus sign '-' belongs)" in msg
+    assert "line 3" in msg and "'-1,5' is not a number (a decimal comma" in msg
+    assert "'low' is not a number" in msg and "'low' is not a number (" not in msg

@@ -34,7 +34,10 @@ def _parse(name: str, values: Sequence) -> tuple[np.ndarray, np.ndarray]:
     if name == "sex":
         out = s.astype(str).str.strip().str.lower().map(SEX_CODES).to_numpy(dtype=np.float64, copy=True)
     else:
-        out = pd.to_numeric(s.where(~empty), errors="coerce").to_numpy(dtype=np.float64, copy=True)
+        from osteo.data.manifest import MINUS_SIGN
+
+        text = s.where(~empty).map(lambda v: v.replace(MINUS_SIGN, "-") if isinstance(v, str) else v)
+        out = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, copy=True)
     out[empty] = np.nan
     return out, np.flatnonzero(np.isnan(out) & ~empty)
 

@@ -31,13 +31,32 @@ def label_from_t_score(t: float, threshold: float = -2.5, inclusive: bool = True
     return int(t <= threshold) if inclusive else int(t < threshold)
 
 
+MINUS_SIGN = "\u2212"   # the minus of word processors and lab reports: read as "-"
+DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015"   # hyphen .. horizontal bar: not read, but named
+
+
 def _num(value) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    s = str(value).strip()
+    s = str(value).strip().replace(MINUS_SIGN, "-")
     if s == "":
         return None
     return float(s)  # raises ValueError on non-numeric text
+
+
+def _not_a_number(column: str, raw: str) -> str:
+    """The error for a cell that is not a number, with a hint where its text is a number written
+    another way (a dash for the minus sign, a decimal comma)."""
+    hint = ""
+    if any(d in raw for d in DASHES):
+        hint = " (a dash where the minus sign '-' belongs)"
+    else:
+        try:
+            float(raw.strip().replace(MINUS_SIGN, "-").replace(",", "."))
+            hint = " (a decimal comma: write the number with a point, as 2.5)"
+        except ValueError:
+            pass
+    return f"column '{column}': {raw!r} is not a number{hint}"
 
 
 def handle_bad_rows(path: Path, bad: list[tuple[int, str, str]], skip: bool,
@@ -143,7 +162,7 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
             try:
                 t = _num(rec["t_score"])
             except ValueError:
-                errs.append(f"column 't_score': {rec['t_score']!r} is not a number")
+                errs.append(_not_a_number("t_score", rec["t_score"]))
         if "label" in rec and rec["label"].strip() != "":
             if rec["label"].strip() not in ("0", "1"):
                 errs.append(f"column 'label': {rec['label']!r} is not 0 or 1")
@@ -168,7 +187,7 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
                 if age is not None and not (0 <= age <= 130):
                     errs.append(f"column 'age': {age} is outside 0..130 years")
             except ValueError:
-                errs.append(f"column 'age': {rec['age']!r} is not a number")
+                errs.append(_not_a_number("age", rec["age"]))
         for col in ("roi_x0", "roi_y0"):
             if col in rec and rec[col].strip():
                 try:
