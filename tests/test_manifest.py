@@ -95,3 +95,24 @@ def test_numbers_written_another_way(folder):
     assert "line 2" in msg and "(a dash where the minus sign '-' belongs)" in msg
     assert "line 3" in msg and "'-1,5' is not a number (a decimal comma" in msg
     assert "'low' is not a number" in msg and "'low' is not a number (" not in msg
+
+
+def test_a_manifest_written_on_windows_finds_its_images(folder):
+    """Image paths with backslashes (a manifest made on Windows) are read with '/' when the file
+    is found so; a path found with neither is still named as written."""
+    import shutil
+
+    (folder / "sub").mkdir()
+    shutil.copy(folder / "i0.png", folder / "sub" / "i0.png")
+    shutil.copy(folder / "i1.png", folder / "sub" / "i1.png")
+    m = write(folder, [dict(image="sub\\i0.png", patient_id="a", t_score=-3.0),
+                       dict(image="sub\\i1.png", patient_id="b", t_score=-1.0)])
+    df = load_manifest(m)
+    assert df["image"].tolist() == [str((folder / "sub" / f"i{i}.png").resolve()) for i in (0, 1)]
+    from osteo.data.inputs import find_inputs
+
+    assert [i.path for i in find_inputs([str(m)])] == [(folder / "sub" / f"i{i}.png").resolve() for i in (0, 1)]
+    m = write(folder, [dict(image="sub\\i0.png", patient_id="a", t_score=-3.0),
+                       dict(image="sub\\nope.png", patient_id="b", t_score=-1.0)], name="bad.csv")
+    with pytest.raises(ManifestError, match=r"line 3 .*nope\.png not found"):
+        load_manifest(m)

@@ -76,7 +76,7 @@ def find_inputs(inputs: list[str]) -> list[InputImage]:
                 log.warning("%s: %s", p, note)
             out += [InputImage(q, None, None) for q in files]
         elif p.suffix.lower() == ".csv":
-            from osteo.data.manifest import ManifestError, read_csv_table
+            from osteo.data.manifest import ManifestError, image_path, read_csv_table
 
             try:
                 m = read_csv_table(p)
@@ -93,7 +93,7 @@ def find_inputs(inputs: list[str]) -> list[InputImage]:
                     raise UserError(f"{p} line {line}: {e}; roi_x0, roi_y0 and pixel_mm must be numbers") from None
                 fields = {k: v for k, v in r.items() if k != "image"}
                 fields["_where"] = f"{p} line {line}"
-                out.append(InputImage((p.parent / r["image"]).resolve(), origin, pix, fields))
+                out.append(InputImage(image_path(p.parent, r["image"].strip()), origin, pix, fields))
         else:
             out.append(InputImage(p, None, None))
     return out

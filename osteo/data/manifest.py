@@ -44,6 +44,18 @@ def _num(value) -> float | None:
     return float(s)  # raises ValueError on non-numeric text
 
 
+def image_path(root: Path, rel: str) -> Path:
+    """A manifest's image path ``rel`` as an absolute path, relative to ``root`` (the manifest's
+    folder). A path written on Windows (``images\\dpr_001.png``) is read with '/' where the file
+    is not found as written but is found so."""
+    img = (root / rel).resolve()
+    if "\\" in rel and not img.is_file():
+        posix = (root / rel.replace("\\", "/")).resolve()
+        if posix.is_file():
+            return posix
+    return img
+
+
 def _not_a_number(column: str, raw: str) -> str:
     """The error for a cell that is not a number, with a hint where its text is a number written
     another way (a dash for the minus sign, a decimal comma)."""
@@ -145,7 +157,7 @@ def load_manifest(path: str | Path, threshold: float = -2.5, inclusive: bool = T
         line = i + 2
         errs = []
         rel = rec["image"].strip()
-        img = (root / rel).resolve() if rel else None
+        img = image_path(root, rel) if rel else None
         if not rel:
             errs.append("column 'image' is empty")
         elif img.is_dir():
