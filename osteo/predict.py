@@ -79,11 +79,12 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
     labels = {d: label(d) for d in runs}
     names = sorted(set(labels.values()))
     if config is None and len(names) > 1:
-        raise UserError(f"{model} holds several configurations; pick one with --config: {', '.join(names)}")
+        raise UserError(f"{model} holds several configurations; pick one with --config: "
+                        f"{'; '.join(repr(n) for n in names)}")
     want = config or names[0]
     chosen = [d for d in runs if labels[d] == want]
     if not chosen:
-        raise UserError(f"no configuration {want!r} under {model}; found: {', '.join(names)}")
+        raise UserError(f"no configuration {want!r} under {model}; found: {'; '.join(repr(n) for n in names)}")
     return chosen
 
 

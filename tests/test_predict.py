@@ -52,8 +52,10 @@ def test_fold_ensemble_is_the_mean_of_its_runs(tiny_sweep, phantom_dir, tmp_path
     c = predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "c"), config="vgg16_tiny TF1, random init",
                 cams=False, progress=False)
     assert np.allclose(c["probability"], e["probability"])
-    with pytest.raises(UserError, match="several configurations"):
+    with pytest.raises(UserError, match="several configurations") as err:
         predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "d"), progress=False)
+    # labels hold commas: each is quoted, as --config takes it
+    assert "--config: 'vgg16_tiny TF1, random init'; 'vgg16_tiny TF5, random init'" in str(err.value)
 
 
 def test_dicom_monochrome1_16bit_equals_the_png(tiny_sweep, phantom_dir, tmp_path):
