@@ -102,8 +102,8 @@ def real_images(path: Path) -> list[Path]:
     files = [i.path for i in find_inputs([str(path)])]   # folders: masks left out, images/ only where there
     if not files:
         where = path / IMAGE_FOLDER if (path / IMAGE_FOLDER).is_dir() else path
-        raise UserError(f"{where}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); give --real a "
-                        "folder of real DPRs, or one whose images/ holds them")
+        raise UserError(f"{where}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))} and DICOM files of any "
+                        "name); give --real a folder of real DPRs, or one whose images/ holds them")
     return files
 
 

@@ -177,8 +177,8 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     """
     files = find_inputs(inputs)
     if not files:
-        raise UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
-                        "pass image files, folders or a manifest CSV")
+        raise UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+                        "and DICOM files of any name); pass image files, folders or a manifest CSV")
     model_path = Path(model)
     dirs = run_dirs_of_configuration(model_path, config, single)
 

@@ -72,6 +72,26 @@ def test_dicom_monochrome1_16bit_equals_the_png(tiny_sweep, phantom_dir, tmp_pat
     assert df["ood_score"].iloc[0] == pytest.approx(df["ood_score"].iloc[1], abs=1e-6)
 
 
+def test_a_pacs_export_is_found_by_its_dicom_marker(tiny_sweep, phantom_dir, tmp_path):
+    """PACS exports name DICOM files without a suffix (IM000001, or by UID) beside a DICOMDIR
+    index: a folder of them is screened, the index and other files left alone. Before, such a
+    folder gave "no images found"."""
+    g = np.asarray(Image.open(phantom_dir / "images" / "dpr_0001.png")).copy()
+    g[0, 0], g[0, 1] = 0, 255
+    series = tmp_path / "export" / "study1" / "series1"
+    series.mkdir(parents=True)
+    write_dicom(series / "IM000001", g.astype(np.uint16) * 257)
+    write_dicom(series / "1.2.840.113619.2.55", g.astype(np.uint16) * 257)
+    (tmp_path / "export" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (tmp_path / "export" / "notes.txt").write_text("exported")
+    df = predict([str(tmp_path / "export")], str(run_dir(tiny_sweep)), str(tmp_path / "o"), single=True,
+                 cams=False, progress=False)
+    assert sorted(Path(p).name for p in df["image"]) == ["1.2.840.113619.2.55", "IM000001"]
+    png = predict([str(phantom_dir / "images" / "dpr_0001.png")], str(run_dir(tiny_sweep)), str(tmp_path / "p"),
+                  single=True, cams=False, progress=False)
+    assert df["probability"].to_numpy() == pytest.approx([png["probability"].iloc[0]] * 2, abs=1e-6)
+
+
 def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="osteo")
     folder = tmp_path / "in"

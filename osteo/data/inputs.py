@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from osteo.cli import UserError
-from osteo.data.images import IMAGE_SUFFIXES
+from osteo.data.images import IMAGE_SUFFIXES, is_dicom
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,22 @@ class InputImage(NamedTuple):
     fields: dict = {}
 
 
+def is_image_file(path: Path) -> bool:
+    """True for a file with an image suffix (``IMAGE_SUFFIXES``), or a DICOM file by its 'DICM'
+    marker whatever its name: PACS exports name files IM000001 or by UID (1.2.840...), without a
+    suffix. The DICOMDIR index of an export holds no image and is not one."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return path.name.upper() != "DICOMDIR" and is_dicom(path)
+
+
 def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """The radiographs under ``folder`` (searched recursively, sorted) and what was left out, a
-    line each: the images in folders of masks or segmentations below it (``NOT_DPR_FOLDER``:
-    masks-1/, segmentations/, labels/, gt/, ...), and, where it has ``images/`` folders at any
-    depth (one per device, say A/images and B/images), the images outside them. ``folder``'s own
-    name is not judged: a folder of masks named directly is read."""
-    files = [q for q in sorted(folder.rglob("*")) if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+    """The radiographs under ``folder`` (searched recursively, sorted; ``is_image_file``) and what
+    was left out, a line each: the images in folders of masks or segmentations below it
+    (``NOT_DPR_FOLDER``: masks-1/, segmentations/, labels/, gt/, ...), and, where it has
+    ``images/`` folders at any depth (one per device, say A/images and B/images), the images
+    outside them. ``folder``'s own name is not judged: a folder of masks named directly is read."""
+    files = [q for q in sorted(folder.rglob("*")) if q.is_file() and is_image_file(q)]
 
     def folders(f: Path) -> tuple[str, ...]:
         return f.relative_to(folder).parts[:-1]
