@@ -79,6 +79,58 @@ def test_dicom_voi_window_is_applied(tmp_path):
     assert len(np.unique(g[inside])) > 50  # the window stretches its range over 0..255
 
 
+def transcode(src, dst, syntax: str) -> None:
+    """Write DICOM ``src`` to ``dst`` compressed with GDCM's transfer syntax ``syntax``."""
+    import gdcm
+
+    r = gdcm.ImageReader()
+    r.SetFileName(str(src))
+    assert r.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(r.GetImage())
+    assert change.Change()
+    w = gdcm.ImageWriter()
+    w.SetFileName(str(dst))
+    w.SetFile(r.GetFile())
+    w.SetImage(change.GetOutput())
+    assert w.Write()
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessProcess14_1", "JPEGLSLossless", "JPEG2000Lossless"])
+def test_compressed_dicom_reads_as_the_uncompressed(tmp_path, syntax):
+    """PACS exports often store DPRs compressed (JPEG lossless above all), which pydicom decodes
+    only with a plugin: each lossless syntax reads exactly as the uncompressed file."""
+    import pydicom
+
+    a = np.random.default_rng(0).integers(0, 4000, (60, 90)).astype(np.uint16)
+    write_dicom(tmp_path / "plain.dcm", a)
+    transcode(tmp_path / "plain.dcm", tmp_path / "packed.dcm", syntax)
+    assert pydicom.dcmread(tmp_path / "packed.dcm", stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(read_gray(tmp_path / "packed.dcm"), read_gray(tmp_path / "plain.dcm"))
+
+
+def test_undecodable_dicom_compression_is_named(tmp_path):
+    """Without a decoder for its compression (a fresh process with the plugins hidden, as on a
+    machine without them), the error is one line naming the file, the compression and what to
+    export instead."""
+    import subprocess
+    import sys
+
+    a = np.random.default_rng(0).integers(0, 4000, (60, 90)).astype(np.uint16)
+    write_dicom(tmp_path / "plain.dcm", a)
+    transcode(tmp_path / "plain.dcm", tmp_path / "packed.dcm", "JPEGLSLossless")
+    code = ("import sys\n"
+            "for m in ('gdcm', 'pylibjpeg', 'libjpeg', 'jpeg_ls', 'openjpeg'): sys.modules[m] = None\n"
+            "from osteo.data.images import ImageReadError, read_gray\n"
+            "try:\n    read_gray(sys.argv[1])\nexcept ImageReadError as e:\n    print(e)\n")
+    msg = subprocess.run([sys.executable, "-c", code, str(tmp_path / "packed.dcm")], capture_output=True,
+                         text=True, timeout=120).stdout.rstrip("\n")
+    assert msg.startswith(f"{tmp_path / 'packed.dcm'}: its pixel data is compressed as 'JPEG-LS Lossless Image "
+                          "Compression', which cannot be decoded here"), msg
+    assert len(msg.splitlines()) == 1 and msg.endswith("export it uncompressed, or as JPEG lossless, JPEG-LS or JPEG 2000")
+
+
 def test_unreadable_and_missing_files_name_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image at all")

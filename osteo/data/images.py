@@ -1,6 +1,8 @@
 """Reading radiographs of any common format into 8-bit greyscale arrays.
 
-Supported: PNG, JPEG, BMP, TIFF (8- and 16-bit grey, RGB converted to grey) and DICOM.
+Supported: PNG, JPEG, BMP, TIFF (8- and 16-bit grey, RGB converted to grey) and DICOM,
+uncompressed or compressed as PACS exports store them (JPEG lossless, JPEG-LS, JPEG 2000, RLE:
+decoded by GDCM, Pillow or pydicom itself).
 
 16-bit rule (documented in the README): high-bit-depth data is mapped linearly to 0..255
 from its own window. For DICOM that window is the file's VOI LUT / window centre-width when
@@ -62,7 +64,15 @@ def _read_dicom(path: Path, window: str) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     ds = pydicom.dcmread(str(path))
-    arr = ds.pixel_array
+    try:
+        arr = ds.pixel_array
+    except (RuntimeError, NotImplementedError, ValueError) as e:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if ts is not None and ts.is_compressed:
+            raise ImageReadError(f"{path}: its pixel data is compressed as {ts.name!r}, which cannot be decoded here "
+                                 f"({str(e).splitlines()[0]}); export it uncompressed, or as JPEG lossless, JPEG-LS "
+                                 "or JPEG 2000") from e
+        raise
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour DICOM
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return window_to_uint8(arr, window)
