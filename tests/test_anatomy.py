@@ -274,6 +274,14 @@ def test_dicom_pixel_spacing_sets_the_mm_scale(tmp_path):
     ds.save_as(tmp_path / "b.dcm")
     assert pixel_size(tmp_path / "b.dcm", 0.2, 0.1) == (pytest.approx(0.13), "dicom")
     assert pixel_size(tmp_path / "c.png", None, 0.1) == (0.1, "default")
+    # ImagerPixelSpacing is at the detector: the patient's pixel is smaller by the magnification
+    # the file gives (a panoramic's ~1.25); PixelSpacing, already at the patient, wins over both
+    ds.EstimatedRadiographicMagnificationFactor = 1.25
+    ds.save_as(tmp_path / "m.dcm")
+    assert pixel_size(tmp_path / "m.dcm", 0.2, 0.1) == (pytest.approx(0.104), "dicom")
+    ds.PixelSpacing = [0.09, 0.09]
+    ds.save_as(tmp_path / "p.dcm")
+    assert pixel_size(tmp_path / "p.dcm", 0.2, 0.1) == (pytest.approx(0.09), "dicom")
 
 
 def test_manifest_box_wins_and_the_cache_redoes_only_what_a_setting_touches(tmp_path, settings, subjects):

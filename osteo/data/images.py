@@ -88,19 +88,36 @@ def _read_dicom(path: Path, window: str) -> np.ndarray:
 
 
 def dicom_pixel_mm(path: str | Path) -> float | None:
-    """Pixel size in mm of a DICOM file (PixelSpacing, else ImagerPixelSpacing; the mean of
-    row and column spacing), or None for other files and DICOMs without it."""
+    """Pixel size in mm at the patient of a DICOM file (the mean of row and column spacing), or
+    None for other files and DICOMs without one. PixelSpacing is already at the patient;
+    ImagerPixelSpacing is at the detector, larger by the beam's magnification (about 1.2-1.3 at a
+    panoramic's focal trough), so it is divided by EstimatedRadiographicMagnificationFactor where
+    the file gives one (DICOM PS3.3 C.8.11.1); without it, it is used as it is."""
     path = Path(path)
     if not is_dicom(path):
         return None
     import pydicom
 
     ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+
+    def mean_spacing(tag: str) -> float | None:
         v = getattr(ds, tag, None)
         if v is not None and len(v) >= 2 and float(v[0]) > 0 and float(v[1]) > 0:
             return (float(v[0]) + float(v[1])) / 2
-    return None
+        return None
+
+    at_patient = mean_spacing("PixelSpacing")
+    if at_patient is not None:
+        return at_patient
+    at_detector = mean_spacing("ImagerPixelSpacing")
+    if at_detector is None:
+        return None
+    magnification = getattr(ds, "EstimatedRadiographicMagnificationFactor", None)
+    try:
+        m = float(magnification) if magnification is not None else None
+    except (TypeError, ValueError):
+        m = None
+    return at_detector / m if m is not None and m > 0 else at_detector
 
 
 def read_gray(path: str | Path, window: str = "minmax") -> np.ndarray:
