@@ -77,7 +77,7 @@ def test_a_pacs_export_is_found_by_its_dicom_marker(tiny_sweep, phantom_dir, tmp
     index: a folder of them is screened, the index and other files left alone. Before, such a
     folder gave "no images found"."""
     g = np.asarray(Image.open(phantom_dir / "images" / "dpr_0001.png")).copy()
-    g[0, 0], g[0, 1] = 0, 255
+    g[0, 0], g[0, 1] = 0, 255   # the full 8-bit range, so the min-max window maps it back exactly (corner: no ROI)
     series = tmp_path / "export" / "study1" / "series1"
     series.mkdir(parents=True)
     write_dicom(series / "IM000001", g.astype(np.uint16) * 257)
