@@ -146,7 +146,7 @@ def test_datamodule_hooks_keep_their_contracts(compose_cfg, tmp_path, phantom_di
     dm = instantiate(cfg.data)
     dm.progress = False
     dm.prepare_data()
-    assert dm.df is None  # prepare_data writes files, keeps no state
+    assert dm.df is None  # prepare_data writes files; setup fills the module (prepare_data only memoises its build)
     assert list((tmp_path / "out" / "splits").glob("splits-*.csv"))
     dm.setup()
     batch = next(iter(dm.loader("test")))  # evaluation uses explicit loaders, normalised by collate
