@@ -19,8 +19,15 @@ class SettingError(ValueError):
     """One or more settings with values no run can use; the message has a line for each."""
 
 
-def _whole(v: object) -> bool:
+def is_whole_number(v: object) -> bool:
+    """True for an integer value (not a bool, not a float such as 2.5 or 2.0)."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_list(v: object) -> bool:
+    from omegaconf import ListConfig
+
+    return isinstance(v, (list, tuple, ListConfig))
 
 
 def _number(v: object) -> bool:
@@ -28,7 +35,7 @@ def _number(v: object) -> bool:
 
 
 def whole_at_least(low: int) -> tuple[Callable[[object], bool], str]:
-    return (lambda v: _whole(v) and v >= low), f"give a whole number of {low} or more"
+    return (lambda v: is_whole_number(v) and v >= low), f"give a whole number of {low} or more"
 
 
 def number_above(low: float) -> tuple[Callable[[object], bool], str]:
@@ -38,9 +45,7 @@ def number_above(low: float) -> tuple[Callable[[object], bool], str]:
 def _patterns(v: object) -> bool:
     import re
 
-    from omegaconf import ListConfig
-
-    if not isinstance(v, (list, tuple, ListConfig)) or not all(isinstance(p, str) for p in v):
+    if not _is_list(v) or not all(isinstance(p, str) for p in v):
         return False
     try:
         for p in v:
@@ -58,26 +63,24 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.roi.scale": number_above(0),
     "data.split.seed": whole_at_least(0),
     "data.split.n_folds": whole_at_least(2),
-    "data.split.test_per_class": ((lambda v: v is None or (_whole(v) and v >= 1)),
+    "data.split.test_per_class": ((lambda v: v is None or (is_whole_number(v) and v >= 1)),
                                   "give a whole number of 1 or more, or null with data.split.test_fraction"),
     "data.split.test_fraction": ((lambda v: v is None or (_number(v) and 0 < v < 1)),
                                  "give a fraction between 0 and 1, or null"),
     "trainer.accelerator": ((lambda v: v in ("auto", "cpu", "gpu", "cuda")), "give auto, cpu, gpu or cuda"),
-    "trainer.max_epochs": ((lambda v: _whole(v) and (v >= 1 or v == -1)),
+    "trainer.max_epochs": ((lambda v: is_whole_number(v) and (v >= 1 or v == -1)),
                            "give a whole number of 1 or more (-1: until early stopping)"),
     "model.optimizer.lr": number_above(0),
     "model.optimizer.weight_decay": ((lambda v: _number(v) and v >= 0), "give a number of 0 or more"),
     "model.head.dropout": ((lambda v: _number(v) and 0 <= v < 1), "give a probability from 0 up to (not) 1"),
-    "cpus": ((lambda v: v == "auto" or (_whole(v) and v >= 1)), "give auto or a whole number of 1 or more"),
+    "cpus": ((lambda v: v == "auto" or (is_whole_number(v) and v >= 1)), "give auto or a whole number of 1 or more"),
     "ood_percentile": ((lambda v: _number(v) and 0 < v <= 100), "give a percentile above 0, up to 100"),
     "ignore_warnings": (_patterns, "give a list of regular expressions (quoted strings), or [] to see every warning"),
 }
 
 
 def _blocks(v: object) -> bool:
-    from omegaconf import ListConfig
-
-    return isinstance(v, (list, tuple, ListConfig)) and len(v) > 0 and all(_whole(b) and 1 <= b <= 5 for b in v)
+    return _is_list(v) and len(v) > 0 and all(is_whole_number(b) and 1 <= b <= 5 for b in v)
 
 
 # the report's settings (python -m osteo.report)

@@ -27,9 +27,9 @@ class ModelConfigError(ValueError):
 
 def check_depth(depth: object) -> int:
     """``depth`` as an int, or ``ModelConfigError`` unless it is a whole number 0..5."""
-    import numbers
+    from osteo.settings import is_whole_number
 
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not 0 <= depth <= 5:
+    if not is_whole_number(depth) or not 0 <= depth <= 5:
         raise ModelConfigError(f"depth={depth}: give a whole number 0..5 (how many of the backbone's 5 blocks "
                                "train; 0 trains the head only)")
     return int(depth)
