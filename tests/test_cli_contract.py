@@ -137,6 +137,12 @@ def _too_small(root):
     return m
 
 
+def _turned(root):
+    m = dataset(root)
+    Image.fromarray(np.full((900, 700), 128, np.uint8)).save(root / "i2.png")
+    return m
+
+
 def _same_bytes(root):
     m = dataset(root)
     (root / "i3.png").write_bytes((root / "i2.png").read_bytes())
@@ -189,6 +195,7 @@ DESCRIBE_CASES = [
     ("truncated image", _truncated, 1, "i2.png): cannot be read as an image (OSError: image file is truncated)"),
     ("text file named .png", _not_an_image, 1, "i2.png): not a readable image"),
     ("image too small", _too_small, 1, "i2.png): image is 200x100 (W x H), smaller than the 600x315"),
+    ("image turned by 90 degrees", _turned, 1, "i2.png): image is 700x900 (W x H), taller than wide"),
     ("same bytes, two names", _same_bytes, 1, "i3.png): same image content as line 4 ("),
     ("same path twice", _same_path, 1, "duplicate of line"),
     ("unknown sex code", _sex_code, 1, "column 'sex': unknown code 'X'"),

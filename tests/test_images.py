@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from osteo.data.images import ImageReadError, read_gray, window_to_uint8
+from osteo.data.images import EXIF_ORIENTATION, ImageReadError, image_size, read_gray, window_to_uint8
 
 
 def ramp(h=40, w=60, hi=255):
@@ -38,6 +38,25 @@ def test_8bit_formats_read_identically(tmp_path):
         assert np.array_equal(read_gray(tmp_path / f"a.{ext}"), a), ext
     Image.fromarray(a).save(tmp_path / "a.jpg", quality=100)
     assert np.abs(read_gray(tmp_path / "a.jpg").astype(int) - a).max() <= 3
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif", "png"])
+def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path, ext):
+    """A DPR stored with an EXIF orientation (sideways: 6 or 8, as a camera or scanner may write
+    it) is read as a viewer shows it: every orientation 1-8 as Pillow's exif_transpose turns it,
+    the header size to match."""
+    stored = np.random.default_rng(0).integers(0, 256, (64, 24)).astype(np.uint8)  # taller than wide
+    for tag in range(1, 9):
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION] = tag
+        f = tmp_path / f"o{tag}.{ext}"
+        Image.fromarray(stored).save(f, exif=exif, **({"quality": 100, "subsampling": 0} if ext == "jpg" else {}))
+        Image.fromarray(stored).save(tmp_path / "ref.png", exif=exif)
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "ref.png")))
+        got = read_gray(f)
+        assert got.shape == shown.shape and image_size(f) == shown.shape[::-1], (ext, tag)
+        assert np.abs(got.astype(int) - shown).max() <= 3, (ext, tag)
+    assert read_gray(tmp_path / f"o6.{ext}").shape == (24, 64)  # sideways storage reads wider than tall
 
 
 def test_rgb_is_converted_to_luma(tmp_path):

@@ -27,8 +27,8 @@ from osteo.io import atomic_save_npy, atomic_write_text, available_cpus, file_lo
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
-ANATOMY_VERSION = 1
+CACHE_VERSION = 3  # 3: EXIF orientation applied when reading (osteo.data.images)
+ANATOMY_VERSION = 2  # 2: the same
 # ROIs already loaded in this process, by (cache dir, settings, digests, boxes): the runs of a
 # one-process sweep (Hydra's basic launcher) read the .npy files once.
 _LOADED: dict[tuple, tuple[np.ndarray, list]] = {}

@@ -9,6 +9,9 @@ from its own window. For DICOM that window is the file's VOI LUT / window centre
 present (the window the modality chose for display); otherwise, and for 16-bit PNG/TIFF, the
 image's own min..max (``window="minmax"``, nothing is clipped) or its 0.5..99.5 percentiles
 (``window="percentile"``, robust to burned-in markers).
+
+A file's EXIF orientation (JPEG, TIFF, PNG) is applied, as image viewers apply it: a DPR that a
+viewer shows upright is read upright.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} | DICOM_SUFFIXES
 
@@ -121,7 +125,8 @@ def dicom_pixel_mm(path: str | Path) -> float | None:
 
 
 def read_gray(path: str | Path, window: str = "minmax") -> np.ndarray:
-    """Read one radiograph as a uint8 greyscale array of shape (H, W).
+    """Read one radiograph as a uint8 greyscale array of shape (H, W), turned as its EXIF
+    orientation says a viewer shows it.
 
     Raises ``ImageReadError`` naming the file when it is missing, unreadable or not an image.
     """
@@ -132,33 +137,40 @@ def read_gray(path: str | Path, window: str = "minmax") -> np.ndarray:
         if is_dicom(path):
             return _read_dicom(path, window)
         with Image.open(path) as im:
+            orientation = _exif_orientation(im)
+            if im.format == "TIFF" and orientation != 1:  # Pillow's TIFF reader turns such files its own way
+                return np.ascontiguousarray(_upright(_read_tiff(path, window), orientation))
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im)
-                return window_to_uint8(arr, window)
-            if im.mode == "L":
-                return np.asarray(im, dtype=np.uint8).copy()
-            if im.mode in ("1", "P", "LA", "PA"):
-                im = im.convert("RGB") if im.mode in ("P", "PA") else im
-            return np.asarray(im.convert("L"), dtype=np.uint8).copy()  # ITU-R 601 luma
+                return np.ascontiguousarray(_upright(window_to_uint8(np.asarray(im), window), orientation))
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGB")
+            gray = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)  # ITU-R 601 luma
+            return np.array(_upright(gray, orientation))  # a writable, contiguous copy
     except ImageReadError:
         raise
     except Exception as e:  # PIL, pydicom and tifffile raise many types
         if path.suffix.lower() in (".tif", ".tiff"):
             try:
-                import tifffile
-
-                arr = tifffile.imread(str(path))
-                if arr.ndim == 3:
-                    arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-                return arr.astype(np.uint8) if arr.dtype == np.uint8 else window_to_uint8(arr, window)
+                return _read_tiff(path, window)
             except Exception:
                 pass
         raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
 
 
+def _read_tiff(path: Path, window: str) -> np.ndarray:
+    """A TIFF's pixels as stored, grey uint8 (H, W), by tifffile."""
+    import tifffile
+
+    arr = tifffile.imread(str(path))
+    if arr.ndim == 3:
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return arr.astype(np.uint8) if arr.dtype == np.uint8 else window_to_uint8(arr, window)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) in pixels, read from the header where possible."""
+    """(width, height) in pixels as ``read_gray`` returns the image, read from the header
+    where possible."""
     path = Path(path)
     if is_dicom(path):
         import pydicom
@@ -166,4 +178,28 @@ def image_size(path: str | Path) -> tuple[int, int]:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         return int(ds.Columns), int(ds.Rows)
     with Image.open(path) as im:
-        return im.size
+        orientation = _exif_orientation(im)
+        if im.format == "TIFF" and orientation != 1:  # Pillow's header size is already turned: decode
+            h, w = read_gray(path).shape
+            return w, h
+        w, h = im.size
+        return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _upright(gray: np.ndarray, orientation: int) -> np.ndarray:
+    """A stored (H, W) array as a viewer shows it for EXIF ``orientation`` 1-8 (1: as stored;
+    2: mirrored; 3: turned 180 degrees; 4: flipped; 5: transposed; 6: turned 90 degrees clockwise;
+    7: transverse; 8: turned 90 degrees counter-clockwise)."""
+    if orientation in (5, 6, 7, 8):
+        gray = gray.T if orientation in (5, 7) else np.rot90(gray, -1 if orientation == 6 else 1)
+        return gray[::-1, ::-1] if orientation == 7 else gray
+    return {1: gray, 2: gray[:, ::-1], 3: gray[::-1, ::-1], 4: gray[::-1]}[orientation]
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an open image (1: as stored; 2-8: mirrored and/or turned)."""
+    try:
+        o = int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block: read the pixels as stored
+        return 1
+    return o if 1 <= o <= 8 else 1

@@ -28,11 +28,15 @@ def check_box(box_xywh: Sequence[int], resize_wh: Sequence[int], overhang_px: in
 
 def check_source_size(width: int, height: int, min_source_wh: Sequence[int]) -> None:
     """Raise ValueError when a DPR of ``width`` x ``height`` pixels is smaller than
-    ``min_source_wh`` (it would be upsampled too much to give a faithful ROI)."""
+    ``min_source_wh`` (it would be upsampled too much to give a faithful ROI), or taller than
+    wide (a DPR is wider than tall: the image is turned by 90 degrees, or is not a DPR)."""
     mw, mh = (int(v) for v in min_source_wh)
     if width < mw or height < mh:
         raise ValueError(f"image is {width}x{height} (W x H), smaller than the {mw}x{mh} the ROI needs "
                          f"(data.roi.min_source_wh)")
+    if height > width:
+        raise ValueError(f"image is {width}x{height} (W x H), taller than wide: a panoramic radiograph is wider "
+                         "than tall; turn it upright (it may be rotated by 90 degrees) or leave it out")
 
 
 def resize_bilinear(gray: np.ndarray, size_wh: Sequence[int]) -> np.ndarray:
