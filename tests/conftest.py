@@ -37,6 +37,15 @@ def clear_phantom_dir(tmp_path_factory):
     return _phantoms(tmp_path_factory, "phantom-clear", difficulty=0.5)
 
 
+@pytest.fixture(scope="session")
+def roi_cache(tmp_path_factory):
+    """A ROI and anatomy cache (``data.cache_dir``) shared by the tests that build data modules
+    on the session's phantoms and do not test the cache itself: the first of them builds the
+    ROIs (about 25 s for 240 phantoms), the others read them. Activations, splits and runs stay
+    in each test's own outputs."""
+    return tmp_path_factory.mktemp("roi-cache")
+
+
 def tiny_overrides(outputs, manifest=None, **extra) -> list[str]:
     """Overrides that make the real config fast: tiny VGG16-layout model, ROI at 0.5 scale."""
     o = [f"paths.outputs={outputs}", "backbone=vgg16_tiny", "data.roi.scale=0.5",
@@ -56,7 +65,7 @@ def compose_cfg():
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep(tmp_path_factory, phantom_dir):
+def tiny_sweep(tmp_path_factory, phantom_dir, roi_cache):
     """Real runs of two configurations x 2 folds (tiny model, few epochs) under one sweep dir."""
     from osteo.config import compose
     from osteo.train import train
@@ -67,6 +76,7 @@ def tiny_sweep(tmp_path_factory, phantom_dir):
         for fold in (0, 1):
             cfg = compose(tiny_overrides(root, phantom_dir / "manifest.csv", depth=depth, fold=fold,
                                          **{"data.split.n_folds": 2, "trainer.max_epochs": 6,
-                                            "model.optimizer.lr": 3e-4, "weights": "none"}))
+                                            "model.optimizer.lr": 3e-4, "weights": "none",
+                                            "data.cache_dir": roi_cache}))
             train(cfg, runs / f"backbone=vgg16_tiny,depth={depth},fold={fold}")
     return root

@@ -127,6 +127,8 @@ def test_report_on_real_runs_with_gradcam(tiny_sweep):
         assert (out / ref).exists(), ref
     runs, _, problems = load_runs(tiny_sweep / "sweeps")
     assert len(runs) == 4 and not problems
+    # the finder's boxes came from the runs' data.cache_dir (conftest.roi_cache), not found again under paths.cache
+    assert not (tiny_sweep / "cache" / "anatomy").exists()
 
 
 def test_thresholds_apply_to_the_kind_of_score_they_were_chosen_on():

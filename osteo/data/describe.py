@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     places: list[dict] = []
-    _, bad_files = build_roi_cache(df, OmegaConf.to_container(cfg.data.roi, resolve=True), cfg.paths.cache,
+    _, bad_files = build_roi_cache(df, OmegaConf.to_container(cfg.data.roi, resolve=True), cfg.data.cache_dir,
                                    progress=True, anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True),
                                    placements_out=places)
     flagged = [(r.line, r.image_rel, p["status"]) for r, p in zip(df.itertuples(), places)

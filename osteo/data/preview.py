@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     places: list[dict] = []
     anatomy = OmegaConf.to_container(d.anatomy, resolve=True)
-    rois, bad_files = build_roi_cache(sub, OmegaConf.to_container(d.roi, resolve=True), cfg.paths.cache,
+    rois, bad_files = build_roi_cache(sub, OmegaConf.to_container(d.roi, resolve=True), d.cache_dir,
                                       anatomy=anatomy, placements_out=places)
     rois = rois.copy()
     if d.roi.placement == "auto":  # draw the found border (white) and list the flagged images

@@ -234,7 +234,7 @@ def _with_anatomy(mdf: pd.DataFrame, cfg: DictConfig) -> tuple[pd.DataFrame, lis
     from osteo.data.cache import build_roi_cache
 
     places: list[dict] = []
-    build_roi_cache(mdf, OmegaConf.to_container(cfg.data.roi, resolve=True), cfg.paths.cache, progress=False,
+    build_roi_cache(mdf, OmegaConf.to_container(cfg.data.roi, resolve=True), cfg.data.cache_dir, progress=False,
                     anatomy=OmegaConf.to_container(cfg.data.anatomy, resolve=True), placements_out=places)
     p = pd.DataFrame(places, index=mdf.index)
     return mdf.assign(box_x0=p["roi_x0"], box_y0=p["roi_y0"], roi_status=p["status"], mcw_mm=p["mcw_mm"]), places
