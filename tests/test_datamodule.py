@@ -7,7 +7,8 @@ from hydra.utils import instantiate
 from tests.conftest import tiny_overrides
 
 
-def make_dm(compose_cfg, tmp_path, phantom_dir, **extra):
+def make_dm(compose_cfg, tmp_path, phantom_dir, roi_cache, **extra):
+    extra["data.cache_dir"] = roi_cache  # shared: the session's first data module builds the ROIs
     cfg = compose_cfg(tiny_overrides(tmp_path / "out", phantom_dir / "manifest.csv", **extra))
     dm = instantiate(cfg.data)
     dm.progress = False
@@ -15,8 +16,8 @@ def make_dm(compose_cfg, tmp_path, phantom_dir, **extra):
     return cfg, dm
 
 
-def test_folds_batches_and_normalisation(compose_cfg, tmp_path, phantom_dir):
-    cfg, dm = make_dm(compose_cfg, tmp_path, phantom_dir, fold=3)
+def test_folds_batches_and_normalisation(compose_cfg, tmp_path, phantom_dir, roi_cache):
+    cfg, dm = make_dm(compose_cfg, tmp_path, phantom_dir, roi_cache, fold=3)
     assert dm.fold == 3
     assert len(dm.idx["test"]) == 60
     batch = next(iter(dm.train_dataloader()))
@@ -31,10 +32,10 @@ def test_folds_batches_and_normalisation(compose_cfg, tmp_path, phantom_dir):
     assert torch.allclose((x[:, 1] * 0.224 + 0.456), (x[:, 2] * 0.225 + 0.406), atol=1e-5)
 
 
-def test_test_set_identical_across_folds_and_disjoint(compose_cfg, tmp_path, phantom_dir):
+def test_test_set_identical_across_folds_and_disjoint(compose_cfg, tmp_path, phantom_dir, roi_cache):
     tests, seen_val = [], []
     for k in range(5):
-        _, dm = make_dm(compose_cfg, tmp_path, phantom_dir, fold=k)
+        _, dm = make_dm(compose_cfg, tmp_path, phantom_dir, roi_cache, fold=k)
         tests.append(set(dm.idx["test"]))
         pats = {p: set(dm.df["patient_id"].iloc[dm.idx[p]]) for p in ("train", "val", "test")}
         assert not (pats["train"] & pats["val"]) and not (pats["test"] & (pats["train"] | pats["val"]))
@@ -43,16 +44,16 @@ def test_test_set_identical_across_folds_and_disjoint(compose_cfg, tmp_path, pha
     assert set().union(*seen_val) | tests[0] == set(range(len(dm.df)))
 
 
-def test_split_file_is_shared_and_auditable(compose_cfg, tmp_path, phantom_dir):
-    _, a = make_dm(compose_cfg, tmp_path, phantom_dir, fold=0)
-    _, b = make_dm(compose_cfg, tmp_path, phantom_dir, fold=1)
+def test_split_file_is_shared_and_auditable(compose_cfg, tmp_path, phantom_dir, roi_cache):
+    _, a = make_dm(compose_cfg, tmp_path, phantom_dir, roi_cache, fold=0)
+    _, b = make_dm(compose_cfg, tmp_path, phantom_dir, roi_cache, fold=1)
     assert a.split_path == b.split_path
     sp = pd.read_csv(a.split_path)
     assert {"image", "patient_id", "label", "part", "role_fold0", "role_fold4"} <= set(sp.columns)
 
 
-def test_augmentation_changes_training_images_only(compose_cfg, tmp_path, phantom_dir):
-    cfg, dm = make_dm(compose_cfg, tmp_path, phantom_dir, **{"+data/augment": "light"})
+def test_augmentation_changes_training_images_only(compose_cfg, tmp_path, phantom_dir, roi_cache):
+    cfg, dm = make_dm(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"+data/augment": "light"})
     assert dm.augment and len(dm.augment) == 3
     ds_train, ds_val = dm.dataset("train", train=True), dm.dataset("train")
     torch.manual_seed(0)
@@ -62,7 +63,7 @@ def test_augmentation_changes_training_images_only(compose_cfg, tmp_path, phanto
     assert torch.equal(dm.dataset("val")[0]["x"], dm.dataset("val")[0]["x"])
 
 
-def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phantom_dir):
+def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phantom_dir, roi_cache):
     import shutil
 
     d = tmp_path / "copy"
@@ -71,12 +72,12 @@ def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phanto
     from osteo.data.manifest import ManifestError
 
     with pytest.raises(ManifestError, match=r"line 5 .*dpr_0003.png.*not a readable image"):
-        make_dm(compose_cfg, tmp_path, d)
-    cfg, dm = make_dm(compose_cfg, tmp_path, d, **{"data.skip_bad_rows": "true"})
+        make_dm(compose_cfg, tmp_path, d, roi_cache)
+    cfg, dm = make_dm(compose_cfg, tmp_path, d, roi_cache, **{"data.skip_bad_rows": "true"})
     assert len(dm.df) == 239
 
 
-def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_dir, caplog):
+def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_dir, roi_cache, caplog):
     """Lightning calls prepare_data at fit, test and predict: the manifest is read, and its
     warnings (here: images without a pixel size) logged, once per data module."""
     import logging
@@ -85,7 +86,7 @@ def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_di
     df["image"] = [str(phantom_dir / p) for p in df["image"]]
     manifest = tmp_path / "no_pixel_size.csv"
     df.to_csv(manifest, index=False)
-    cfg = compose_cfg(tiny_overrides(tmp_path / "out", manifest))
+    cfg = compose_cfg(tiny_overrides(tmp_path / "out", manifest, **{"data.cache_dir": roi_cache}))
     dm = instantiate(cfg.data)
     dm.progress = False
     with caplog.at_level(logging.WARNING):

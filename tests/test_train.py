@@ -16,7 +16,11 @@ from tests.conftest import tiny_overrides
 LEARN = {"depth": 5, "model.optimizer.lr": 3e-4, "trainer.max_epochs": 12, "seed": 0}
 
 
-def cfg_for(compose_cfg, tmp_path, phantom_dir, **extra):
+def cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache=None, **extra):
+    """The real config with tiny overrides; ``roi_cache``: the session's shared ROI cache
+    (``conftest.roi_cache``) instead of one built in this test's outputs."""
+    if roi_cache is not None:
+        extra["data.cache_dir"] = roi_cache
     return compose_cfg(tiny_overrides(tmp_path / "out", phantom_dir / "manifest.csv", **extra))
 
 
@@ -53,8 +57,8 @@ def test_run_learns_and_writes_its_files(compose_cfg, tmp_path, clear_phantom_di
     assert saved["best_val_auc"] == pytest.approx(roc_auc_score(v["label"], v["prob"]), abs=1e-4)
 
 
-def test_deterministic_runs_give_identical_metrics(compose_cfg, tmp_path, phantom_dir):
-    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, **{"trainer.deterministic": "true", "depth": 3})
+def test_deterministic_runs_give_identical_metrics(compose_cfg, tmp_path, phantom_dir, roi_cache):
+    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"trainer.deterministic": "true", "depth": 3})
     a = train(cfg, tmp_path / "a")
     b = train(cfg, tmp_path / "b")
     assert a["val"] == b["val"] and a["test"] == b["test"]
@@ -63,7 +67,7 @@ def test_deterministic_runs_give_identical_metrics(compose_cfg, tmp_path, phanto
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_activation_cache_equals_the_uncached_path(compose_cfg, tmp_path, phantom_dir, precision):
+def test_activation_cache_equals_the_uncached_path(compose_cfg, tmp_path, phantom_dir, roi_cache, precision):
     """The half-precision activation cache against the uncached path, both in the precision
     given (bf16-mixed is what the GPU path uses). Tolerances are the measured worst cases
     with headroom: fp16 storage rounds activations by 2^-11 relative.
@@ -73,7 +77,7 @@ def test_activation_cache_equals_the_uncached_path(compose_cfg, tmp_path, phanto
     different epochs saved, probabilities 0.03 apart, with validation losses equal to 1e-5)."""
     probs, losses = {}, {}
     for cache in ("true", "false"):
-        cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, activation_cache=cache, depth=1,
+        cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, activation_cache=cache, depth=1,
                       **{"trainer.deterministic": "true", "trainer.precision": precision, "trainer.max_epochs": 1})
         run = tmp_path / f"{precision}-{cache}"
         m = train(cfg, run)
@@ -89,12 +93,12 @@ def test_activation_cache_equals_the_uncached_path(compose_cfg, tmp_path, phanto
     assert files and all(np.load(f, mmap_mode="r").dtype == np.float16 for f in files)
 
 
-def test_activation_cache_is_disk_backed_and_reused(compose_cfg, tmp_path, phantom_dir):
+def test_activation_cache_is_disk_backed_and_reused(compose_cfg, tmp_path, phantom_dir, roi_cache):
     from hydra.utils import instantiate
 
     from osteo.activations import prefix_activations
 
-    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, depth=1)
+    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, depth=1)
     dm = instantiate(cfg.data)
     dm.progress = False
     dm.setup()
@@ -120,12 +124,12 @@ def test_activation_cache_is_disk_backed_and_reused(compose_cfg, tmp_path, phant
     assert np.allclose(cached, full, rtol=1e-2, atol=1e-3)
 
 
-def test_callbacks_and_loggers_come_from_config(compose_cfg, tmp_path, phantom_dir):
+def test_callbacks_and_loggers_come_from_config(compose_cfg, tmp_path, phantom_dir, roi_cache):
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Timer
 
     from osteo.train import make_trainer
 
-    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir,
+    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache,
                   **{"+callbacks.timer._target_": "pytorch_lightning.callbacks.Timer",
                      "callbacks.early_stopping": "null", "run_dir": str(tmp_path / "r")})
     tr = make_trainer(cfg, "cpu", "32-true")
@@ -133,16 +137,16 @@ def test_callbacks_and_loggers_come_from_config(compose_cfg, tmp_path, phantom_d
     assert Timer in kinds and ModelCheckpoint in kinds and EarlyStopping not in kinds
     assert [type(lg).__name__ for lg in tr.loggers] == ["CSVLogger"]
     assert tr.checkpoint_callback.dirpath == str(tmp_path / "r")
-    no_ckpt = cfg_for(compose_cfg, tmp_path, phantom_dir, **{"callbacks.model_checkpoint": "null",
+    no_ckpt = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"callbacks.model_checkpoint": "null",
                                                               "run_dir": str(tmp_path / "r")})
     with pytest.raises(ValueError, match="ModelCheckpoint"):
         make_trainer(no_ckpt, "cpu", "32-true")
 
 
-def test_datamodule_hooks_keep_their_contracts(compose_cfg, tmp_path, phantom_dir):
+def test_datamodule_hooks_keep_their_contracts(compose_cfg, tmp_path, phantom_dir, roi_cache):
     from hydra.utils import instantiate
 
-    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir)
+    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache)
     dm = instantiate(cfg.data)
     dm.progress = False
     dm.prepare_data()
@@ -157,15 +161,15 @@ def test_datamodule_hooks_keep_their_contracts(compose_cfg, tmp_path, phantom_di
     assert type(dm).test_dataloader is pl.LightningDataModule.test_dataloader
 
 
-def test_rerun_skips_and_failure_is_recorded(compose_cfg, tmp_path, phantom_dir, caplog):
-    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir)
+def test_rerun_skips_and_failure_is_recorded(compose_cfg, tmp_path, phantom_dir, roi_cache, caplog):
+    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache)
     first = train(cfg, tmp_path / "r")
     stamp = (tmp_path / "r" / "metrics.json").stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="osteo"):
         assert train(cfg, tmp_path / "r") == first
     assert "skipping" in caplog.text  # messages go through logging, so Hydra's job logs keep them
     assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == stamp
-    bad = cfg_for(compose_cfg, tmp_path, phantom_dir, fold=7)
+    bad = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, fold=7)
     assert run(bad, tmp_path / "bad", in_sweep=True) is None
     assert "fold 7 does not exist" in (tmp_path / "bad" / "error.txt").read_text()
     assert not (tmp_path / "bad" / "metrics.json").exists()
@@ -268,19 +272,19 @@ def test_a_finished_run_on_other_data_is_not_reused(compose_cfg, tmp_path):
     assert finished(run_dir, cfg, {"kind": "manifest", "sha1": "b" * 40}) is None
 
 
-def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg, tmp_path, phantom_dir):
+def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg, tmp_path, phantom_dir, roi_cache):
     from osteo.train import RunConflictError
 
-    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, **{"trainer.max_epochs": 1})
+    cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"trainer.max_epochs": 1})
     first = train(cfg, tmp_path / "r")
     stamp = (tmp_path / "r" / "metrics.json").stat().st_mtime_ns
-    other = cfg_for(compose_cfg, tmp_path, phantom_dir, **{"trainer.max_epochs": 2})
+    other = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"trainer.max_epochs": 2})
     with pytest.raises(RunConflictError, match=r"trainer.max_epochs: 1 -> 2.*overwrite=true"):
         train(other, tmp_path / "r")
     assert run(other, tmp_path / "r", in_sweep=True) is None  # a sweep goes on ...
     assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == stamp  # ... and the run is intact
     assert not (tmp_path / "r" / "error.txt").exists()
-    replaced = train(cfg_for(compose_cfg, tmp_path, phantom_dir, **{"trainer.max_epochs": 2, "overwrite": "true"}),
+    replaced = train(cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"trainer.max_epochs": 2, "overwrite": "true"}),
                      tmp_path / "r")
     assert (first["epochs_run"], replaced["epochs_run"]) == (1, 2)
     assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns != stamp
@@ -291,7 +295,7 @@ def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg
     m["trained_on"]["generator"] = "0" * 16
     (tmp_path / "r" / "metrics.json").write_text(json.dumps(m))
     with pytest.raises(RunConflictError, match=r"different data .*generator: '0{16}' -> '[0-9a-f]{16}'.*overwrite"):
-        train(cfg_for(compose_cfg, tmp_path, phantom_dir, **{"trainer.max_epochs": 2}), tmp_path / "r")
+        train(cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"trainer.max_epochs": 2}), tmp_path / "r")
 
 
 def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):
@@ -313,13 +317,13 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):
     assert "fold 9 does not exist" in (failed / "error.txt").read_text()
 
 
-def test_library_warnings_listed_in_config_are_hidden(compose_cfg, tmp_path, phantom_dir):
+def test_library_warnings_listed_in_config_are_hidden(compose_cfg, tmp_path, phantom_dir, roi_cache):
     """ignore_warnings hides the library warnings a user cannot act on (here Lightning's: the
     checkpoint folder, the run's own, is not empty); [] shows them again."""
     import warnings
 
     def checkpoint_warnings(name: str, **extra) -> list[str]:
-        cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, **extra)
+        cfg = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **extra)
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             train(cfg, tmp_path / name)
