@@ -77,6 +77,16 @@ def _header_only(root):
     return dataset(root, rows=[])
 
 
+def _workbook(root):
+    import zipfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(root / "manifest.xlsx", "w") as z:  # what Excel writes: a zip of XML parts
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    return root / "manifest.xlsx"
+
+
 def _semicolon(root):
     m = dataset(root)
     m.write_text(m.read_text().replace(",", ";"))
@@ -184,6 +194,7 @@ DESCRIBE_CASES = [
     ("manifest is a folder", _folder, 2, "is a folder"),
     ("empty manifest file", _empty, 2, "is empty"),
     ("header but no rows", _header_only, 2, "no valid rows"),
+    ("spreadsheet workbook", _workbook, 2, "manifest.xlsx: is a spreadsheet workbook, not a CSV file; save it as CSV UTF-8"),
     ("semicolon-separated", _semicolon, 2, "semicolon-separated"),
     ("tab-separated", _tab, 2, "tab-separated"),
     ("not UTF-8", _latin1, 2, "not UTF-8"),

@@ -97,6 +97,11 @@ def read_csv_table(path: Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: is a folder; pass the manifest CSV file inside it")
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip (.xlsx, .ods) or OLE2 (.xls)
+        raise ManifestError(f"{path}: is a spreadsheet workbook, not a CSV file; save it as CSV UTF-8 "
+                            "(comma-separated) and pass that file")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
