@@ -28,10 +28,10 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from osteo.data.images import IMAGE_SUFFIXES, ImageReadError, read_gray
+from osteo.data.images import ImageReadError, read_gray
 from osteo.anatomy.mandible import FLAGGED, analyse, border_array, pixel_size
 from osteo.data.covariates import apply_transform, load_transform
-from osteo.data.inputs import find_inputs
+from osteo.data.inputs import find_inputs, no_images_error
 from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
 from osteo.cli import UserError
 from osteo.io import atomic_write_csv, atomic_write_text
@@ -177,8 +177,7 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     """
     files = find_inputs(inputs)
     if not files:
-        raise UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
-                        "and DICOM files of any name); pass image files, folders or a manifest CSV")
+        raise no_images_error(inputs)
     model_path = Path(model)
     dirs = run_dirs_of_configuration(model_path, config, single)
 

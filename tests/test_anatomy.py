@@ -258,6 +258,13 @@ def test_cli_writes_a_row_per_image_and_says_which_failed(tmp_path, subjects, ca
     # nothing is overwritten without --force, and a usage mistake is one line with exit 2
     assert run_cli(mandible_main, [str(tmp_path / "dpr.png"), "--out", str(out)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+    # a folder with no image osteo reads says what it holds instead
+    (tmp_path / "other").mkdir()
+    for name in ("a.gif", "b.gif", "c.heic", "notes"):
+        (tmp_path / "other" / name).write_bytes(b"x")
+    assert run_cli(mandible_main, [str(tmp_path / "other"), "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "no images found" in err and "it holds 2 .gif, 1 (no suffix), 1 .heic files" in err, err
 
 
 def test_dicom_pixel_spacing_sets_the_mm_scale(tmp_path):

@@ -59,6 +59,24 @@ def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path, ext):
     assert read_gray(tmp_path / f"o6.{ext}").shape == (24, 64)  # sideways storage reads wider than tall
 
 
+def test_jpeg2000_and_webp_are_found_and_read_as_the_png(tmp_path):
+    """JPEG 2000 (how some archives and PACS store radiographs; Pillow decodes it with
+    OpenJPEG) and WebP, lossless, read exactly as the same pixels saved as PNG, 16-bit JPEG 2000
+    windowed as a 16-bit PNG is; a folder of them is found."""
+    from osteo.data.inputs import folder_images
+
+    a = ramp().astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.jp2")  # lossless (reversible 5/3 wavelet) by default
+    Image.fromarray(a).save(tmp_path / "a.webp", lossless=True)
+    for ext in ("jp2", "webp"):
+        assert np.array_equal(read_gray(tmp_path / f"a.{ext}"), a), ext
+    deep = (ramp(hi=4000) + 100).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "d.jp2")
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    assert np.array_equal(read_gray(tmp_path / "d.jp2"), read_gray(tmp_path / "d.png"))
+    assert [f.name for f in folder_images(tmp_path)[0]] == ["a.jp2", "a.webp", "d.jp2", "d.png"]
+
+
 def test_rgb_is_converted_to_luma(tmp_path):
     rgb = np.zeros((10, 10, 3), np.uint8)
     rgb[..., 0] = 200

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from osteo.cli import UserError, setup_logging
     from osteo.config import compose
-    from osteo.data.inputs import find_inputs
+    from osteo.data.inputs import find_inputs, no_images_error
     from osteo.io import atomic_write_csv
 
     setup_logging()
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{out} exists; pass --force to overwrite it, or choose another --out")
     images = find_inputs(a.inputs)
     if not images:
-        raise UserError(f"no images found in {', '.join(a.inputs)}; pass image files, folders or a manifest CSV")
+        raise no_images_error(a.inputs)
     missing = [str(i.path) for i in images if not i.path.is_file()]
     cfg = compose(overrides)
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)

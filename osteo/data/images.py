@@ -1,6 +1,6 @@
 """Reading radiographs of any common format into 8-bit greyscale arrays.
 
-Supported: PNG, JPEG, BMP, TIFF (8- and 16-bit grey, RGB converted to grey) and DICOM,
+Supported: PNG, JPEG, BMP, TIFF, JPEG 2000 and WebP (8- and 16-bit grey, RGB converted to grey) and DICOM,
 uncompressed or compressed as PACS exports store them (JPEG lossless, JPEG-LS, JPEG 2000, RLE:
 decoded by GDCM, Pillow or pydicom itself).
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} | DICOM_SUFFIXES
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".jp2", ".j2k", ".webp"} | DICOM_SUFFIXES
 
 
 class ImageReadError(ValueError):

@@ -71,6 +71,22 @@ def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
     return in_image_folders or files, notes
 
 
+def no_images_error(inputs: list[str]) -> UserError:
+    """The error for ``inputs`` in which ``find_inputs`` found no image: what was looked for, and
+    the kinds of file the folders hold instead (by suffix, most common first)."""
+    other: dict[str, int] = {}
+    for s in inputs:
+        if Path(s).is_dir():
+            for q in Path(s).rglob("*"):
+                if q.is_file():
+                    other[q.suffix.lower() or "(no suffix)"] = other.get(q.suffix.lower() or "(no suffix)", 0) + 1
+    kinds = sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))
+    found = (f"; it holds {', '.join(f'{n} {k}' for k, n in kinds[:6])}{', ...' if len(kinds) > 6 else ''} files"
+             if kinds else "")
+    return UserError(f"no images found in {', '.join(inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+                     f"and DICOM files of any name{found}); pass image files, folders or a manifest CSV")
+
+
 def find_inputs(inputs: list[str]) -> list[InputImage]:
     """The images of ``inputs``: files, folders (recursively, as ``folder_images`` reads them:
     never folders of masks; only the ``images/`` folders where there are some; what is left out
