@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,12 +75,8 @@ def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
 def no_images_error(inputs: list[str]) -> UserError:
     """The error for ``inputs`` in which ``find_inputs`` found no image: what was looked for, and
     the kinds of file the folders hold instead (by suffix, most common first)."""
-    other: dict[str, int] = {}
-    for s in inputs:
-        if Path(s).is_dir():
-            for q in Path(s).rglob("*"):
-                if q.is_file():
-                    other[q.suffix.lower() or "(no suffix)"] = other.get(q.suffix.lower() or "(no suffix)", 0) + 1
+    other = Counter(q.suffix.lower() or "(no suffix)" for s in inputs if Path(s).is_dir()
+                    for q in Path(s).rglob("*") if q.is_file())
     kinds = sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))
     found = (f"; it holds {', '.join(f'{n} {k}' for k, n in kinds[:6])}{', ...' if len(kinds) > 6 else ''} files"
              if kinds else "")
