@@ -179,10 +179,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return int(ds.Columns), int(ds.Rows)
     with Image.open(path) as im:
         orientation = _exif_orientation(im)
-        if im.format == "TIFF" and orientation != 1:  # Pillow's header size is already turned: decode
-            h, w = read_gray(path).shape
-            return w, h
-        w, h = im.size
+        # a TIFF's stored size from its tags: Pillow reports some turned TIFFs' size already turned
+        w, h = (int(im.tag_v2[256]), int(im.tag_v2[257])) if im.format == "TIFF" else im.size
         return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
