@@ -44,7 +44,8 @@ def fabricate(root: Path, rng, sweeps: Path | None = None) -> dict:
             d = sweeps / "finetune_depth" / root.name / f"backbone=vgg16,depth={depth},fold={fold}"
             d.mkdir(parents=True)
             cfg = compose([f"depth={depth}", f"fold={fold}", "data.split.n_folds=3", "weights=/w.pth",
-                           f"data.manifest={data / 'manifest.csv'}", f"run_dir='{d}'"])
+                           f"data.manifest={data / 'manifest.csv'}", f"run_dir='{d}'",
+                           f"paths.outputs={root / 'outputs'}"])  # the report's ROI cache in the test's folder
             (d / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             preds = []
             for part, role in (("val", "val"), ("test", "test")):
