@@ -17,8 +17,10 @@ from osteo.runs import load_runs
 from tests.conftest import tiny_overrides
 
 
-def fabricate(root: Path, rng, sweeps: Path | None = None) -> dict:
-    """A runs directory with known predictions: 2 configurations x 3 folds, one run missing."""
+def fabricate(root: Path, rng, cache: Path, sweeps: Path | None = None) -> dict:
+    """A runs directory with known predictions: 2 configurations x 3 folds, one run missing.
+    ``cache`` is the runs' ``data.cache_dir`` (the session's shared ``roi_cache``: the 90 images
+    are the same in every call, so the report finds their mandibles once per session)."""
     sweeps = sweeps or root / "sweeps"
     data = root / "data"
     data.mkdir(parents=True)
@@ -45,7 +47,7 @@ def fabricate(root: Path, rng, sweeps: Path | None = None) -> dict:
             d.mkdir(parents=True)
             cfg = compose([f"depth={depth}", f"fold={fold}", "data.split.n_folds=3", "weights=/w.pth",
                            f"data.manifest={data / 'manifest.csv'}", f"run_dir='{d}'",
-                           f"paths.outputs={root / 'outputs'}"])  # the report's ROI cache in the test's folder
+                           f"paths.outputs={root / 'outputs'}", f"data.cache_dir={cache}"])
             (d / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             preds = []
             for part, role in (("val", "val"), ("test", "test")):
@@ -67,8 +69,8 @@ def fabricate(root: Path, rng, sweeps: Path | None = None) -> dict:
     return known
 
 
-def test_report_from_fabricated_runs_reproduces_known_figures(tmp_path):
-    known = fabricate(tmp_path, np.random.default_rng(0))
+def test_report_from_fabricated_runs_reproduces_known_figures(tmp_path, roi_cache):
+    known = fabricate(tmp_path, np.random.default_rng(0), roi_cache)
     rcfg = compose([], config_name="report").report
     rcfg.gradcam.enabled = False
     s = build_report(tmp_path / "sweeps", tmp_path / "report", rcfg, "python -m osteo.report")
@@ -181,10 +183,10 @@ def test_baseline_imputes_missing_ages_from_training_rows_only():
     assert np.allclose(pred["prob"].to_numpy(), np.mean(expect, axis=0), atol=1e-12)
 
 
-def test_runs_of_different_data_sets_are_reported_apart(tmp_path):
+def test_runs_of_different_data_sets_are_reported_apart(tmp_path, roi_cache):
     sweeps = tmp_path / "sweeps"
-    fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
-    fabricate(tmp_path / "two", np.random.default_rng(1), sweeps)
+    fabricate(tmp_path / "one", np.random.default_rng(0), roi_cache, sweeps)
+    fabricate(tmp_path / "two", np.random.default_rng(1), roi_cache, sweeps)
     rcfg = compose([], config_name="report").report
     rcfg.gradcam.enabled = False
     s = build_report(sweeps, tmp_path / "report", rcfg, "python -m osteo.report")
@@ -199,12 +201,12 @@ def test_runs_of_different_data_sets_are_reported_apart(tmp_path):
     assert 'href="data-1/index.html"' in index and 'href="data-2/index.html"' in index
 
 
-def test_runs_on_the_same_manifest_path_with_other_content_are_reported_apart(tmp_path):
+def test_runs_on_the_same_manifest_path_with_other_content_are_reported_apart(tmp_path, roi_cache):
     """Same manifest and split file paths, but the images were drawn again by another phantom
     generator in between (what metrics.json's trained_on records): never pooled."""
     import json
     sweeps = tmp_path / "sweeps"
-    fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
+    fabricate(tmp_path / "one", np.random.default_rng(0), roi_cache, sweeps)
     first = sweeps / "finetune_depth" / "one"
     again = sweeps / "finetune_depth" / "again"
     shutil.copytree(first, again)
@@ -228,8 +230,8 @@ def test_runs_on_the_same_manifest_path_with_other_content_are_reported_apart(tm
     assert "generator aaaa000000000000" in index and "generator bbbb000000000000" in index
 
 
-def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path):
-    fabricate(tmp_path, np.random.default_rng(0))
+def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path, roi_cache):
+    fabricate(tmp_path, np.random.default_rng(0), roi_cache)
     rcfg = compose([], config_name="report").report
     rcfg.gradcam.enabled = False
     build_report(tmp_path / "sweeps", tmp_path / "report", rcfg, "python -m osteo.report")
@@ -278,11 +280,11 @@ def test_each_model_sees_the_rois_of_its_own_run(tiny_sweep, phantom_dir, tmp_pa
     assert len(band) == 3 and np.isfinite(band.filter(like="pooled").to_numpy()).all()
 
 
-def test_an_unknown_occlusion_fill_stops_the_report_before_it_writes(tmp_path):
+def test_an_unknown_occlusion_fill_stops_the_report_before_it_writes(tmp_path, roi_cache):
     from osteo.cli import UserError
 
     sweeps = tmp_path / "sweeps"
-    fabricate(tmp_path / "one", np.random.default_rng(0), sweeps)
+    fabricate(tmp_path / "one", np.random.default_rng(0), roi_cache, sweeps)
     rcfg = compose(["report.gradcam.occlusion=[beyond,zeros]"], config_name="report").report
     with pytest.raises(UserError, match=r"report.gradcam.occlusion=\['beyond', 'zeros'\]: the fills are beyond, blur, mean"):
         build_report(sweeps, tmp_path / "report", rcfg)

@@ -43,8 +43,8 @@ def render(driver, page, png):
     return images, severe
 
 
-def test_report_renders_in_headless_chromium(tmp_path):
-    fabricate(tmp_path, np.random.default_rng(0))
+def test_report_renders_in_headless_chromium(tmp_path, roi_cache):
+    fabricate(tmp_path, np.random.default_rng(0), roi_cache)
     rcfg = compose([], config_name="report").report
     rcfg.gradcam.enabled = False
     build_report(tmp_path / "sweeps", tmp_path / "report", rcfg, "python -m osteo.report")
