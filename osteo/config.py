@@ -69,6 +69,13 @@ def covariates_tag(covariates) -> str:
     return f",covariates={'+'.join(names)}" if names else ""
 
 
+def dir_name(overrides: str) -> str:
+    """A sweep's override string (Hydra's ``job.override_dirname``) as one folder name: a value
+    that holds a path keeps its text with '/' and '\\' written as '_', so it names one run
+    directory and does not open folders below it."""
+    return str(overrides).replace("/", "_").replace("\\", "_")
+
+
 def norm(which: str, backbone: str, weights) -> list[float]:
     """'mean' or 'std' of the input normalisation for ``backbone`` with ``weights``."""
     from osteo.models.backbones import normalisation
@@ -81,7 +88,7 @@ def _register() -> None:
     from omegaconf import OmegaConf
 
     for name, fn in (("osteo.data_tag", data_tag), ("osteo.weights_tag", weights_tag), ("osteo.norm", norm),
-                     ("osteo.covariates_tag", covariates_tag)):
+                     ("osteo.covariates_tag", covariates_tag), ("osteo.dir_name", dir_name)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

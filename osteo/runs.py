@@ -105,12 +105,16 @@ def run_covariates(cfg) -> list[str]:
 
 
 def data_identity(metrics: dict, content: str | None = None) -> str:
-    """Which data a run used, from its metrics.json: 'manifest | split file', and where the run
-    recorded them (``trained_on``), the manifest's content and the phantom generator that drew
-    its images: 'manifest | split file | manifest sha1 ..., generator ...'. Runs whose data
+    """Which data a run used, from its metrics.json: 'manifest | split file name', and where the
+    run recorded them (``trained_on``), the manifest's content and the phantom generator that drew
+    its images: 'manifest | split file name | manifest sha1 ..., generator ...'. The split file's
+    name, not its folder: the name carries a key of the manifest's rows and the split settings
+    (``osteo.data.splits.split_file``), and runs that kept it elsewhere (outputs/ written as an
+    absolute path, another ``data.split.dir``) split the same way. Runs whose data
     differ in any of these are never pooled (the report gives each data set its own page).
     ``content``: ``data_content(metrics)`` when the caller has it already."""
-    out = f"{metrics.get('manifest')} | {metrics.get('splits')}"
+    splits = metrics.get("splits")
+    out = f"{metrics.get('manifest')} | {Path(splits).name if splits else splits}"
     content = data_content(metrics) if content is None else content
     return f"{out} | {content}" if content else out
 

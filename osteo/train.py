@@ -36,12 +36,16 @@ from osteo.runs import DATA_KEYS
 
 log = logging.getLogger(__name__)
 
+# keys that say where files are kept, not what a run computes (its ROI cache, split files and
+# phantoms are found by content there): a run found again with outputs/ written as an absolute
+# path, or with the cache moved, is the same run
+STORAGE_KEYS = ("paths", "data.cache_dir", "data.split.dir", "data.phantom.out_dir")
 # keys that do not change a run's result: ignored when deciding whether a finished run can be
 # reused, and when comparing it with a new config
 VOLATILE_KEYS = ("trainer.enable_progress_bar", "data.num_workers", "data.progress", "overwrite",
                  "cpus", "run_dir", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath",
                  "logger.csv.save_dir", "logger.tensorboard.save_dir", "logger.mlflow.tracking_uri",
-                 "ignore_warnings")
+                 "ignore_warnings") + STORAGE_KEYS
 
 
 # keys added after runs already existed, with the value that reproduces those runs: a finished run
@@ -307,7 +311,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                     "ood": round(t_ood, 2)},
         "train_images_per_s": round(len(dm.idx["train"]) * max(epochs, 1) / t_fit, 2) if t_fit else None,
         "predict_images_per_s": round(n_pred / t_pred, 2) if t_pred else None,
-        "manifest": str(dm.manifest_file), "splits": str(dm.split_path),
+        "manifest": str(Path(dm.manifest_file).resolve()), "splits": str(Path(dm.split_path).resolve()),
         "provenance": provenance(accel, precision),
         "trained_on": data,
         "ood": {"percentile": float(detector["percentile"]), "threshold": float(detector["threshold"]),

@@ -230,6 +230,32 @@ def test_runs_on_the_same_manifest_path_with_other_content_are_reported_apart(tm
     assert "generator aaaa000000000000" in index and "generator bbbb000000000000" in index
 
 
+def test_runs_that_kept_the_split_file_elsewhere_are_one_data_set(tmp_path, roi_cache, monkeypatch):
+    """The split file's name carries a key of the manifest's rows and the split settings: runs
+    that recorded it by a relative path, or kept it in another folder, split the data the same
+    way and are reported together; another split file (other settings) is another data set."""
+    import json
+    sweeps = tmp_path / "sweeps"
+    fabricate(tmp_path / "one", np.random.default_rng(0), roi_cache, sweeps)
+    files = sorted((sweeps / "finetune_depth" / "one").glob("*/metrics.json"))
+    split = Path(json.loads(files[0].read_text())["splits"])
+    elsewhere = tmp_path / "elsewhere" / split.name
+    elsewhere.parent.mkdir()
+    shutil.copy(split, elsewhere)
+    monkeypatch.chdir(tmp_path)
+    for m, where in zip(files, [split.relative_to(tmp_path), elsewhere, split, split, split]):
+        metrics = json.loads(m.read_text())
+        metrics["splits"] = str(where)
+        m.write_text(json.dumps(metrics))
+    runs, _, _ = load_runs(sweeps)
+    assert runs["splits"].nunique() == 3 and runs["data"].nunique() == 1
+    metrics = json.loads(files[-1].read_text())
+    metrics["splits"] = str(split.with_name("splits-000000000000.csv"))
+    files[-1].write_text(json.dumps(metrics))
+    runs, _, _ = load_runs(sweeps)
+    assert runs["data"].nunique() == 2
+
+
 def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path, roi_cache):
     fabricate(tmp_path, np.random.default_rng(0), roi_cache)
     rcfg = compose([], config_name="report").report

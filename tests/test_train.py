@@ -272,6 +272,36 @@ def test_a_finished_run_on_other_data_is_not_reused(compose_cfg, tmp_path):
     assert finished(run_dir, cfg, {"kind": "manifest", "sha1": "b" * 40}) is None
 
 
+def test_where_files_are_kept_does_not_make_another_run(compose_cfg, tmp_path):
+    """A finished run is the same run when found again with outputs/ written another way (an
+    absolute path for a relative one, OSTEO_OUTPUTS) or with the ROI cache, split files or
+    phantoms kept elsewhere; a setting that changes what is computed still conflicts."""
+    from omegaconf import OmegaConf, open_dict
+
+    from osteo.train import RunConflictError, finished
+
+    manifest, run_dir = tmp_path / "manifest.csv", tmp_path / "r"
+    manifest.write_text("image,patient_id,t_score\n")
+    run_dir.mkdir()
+    cfg = compose_cfg(tiny_overrides("outputs", manifest))
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "metrics.json").write_text(json.dumps({"trained_on": {"kind": "manifest", "sha1": "a" * 40}}))
+    data = {"kind": "manifest", "sha1": "a" * 40}
+    moved = compose_cfg(tiny_overrides(tmp_path / "outputs", manifest) + [
+        f"data.cache_dir={tmp_path / 'scratch'}", f"data.split.dir={tmp_path / 'splits'}",
+        f"data.phantom.out_dir={tmp_path / 'ph'}"])
+    with open_dict(moved):
+        moved.run_dir = str(run_dir)
+    assert finished(run_dir, moved, data)
+    other = compose_cfg(tiny_overrides("outputs", manifest) + ["data.roi.scale=0.25"])
+    with open_dict(other):
+        other.run_dir = str(run_dir)
+    with pytest.raises(RunConflictError, match=r"data.roi.scale: 0.5 -> 0.25"):
+        finished(run_dir, other, data)
+
+
 def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg, tmp_path, phantom_dir, roi_cache):
     from osteo.train import RunConflictError
 
@@ -298,12 +328,14 @@ def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg
         train(cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, **{"trainer.max_epochs": 2}), tmp_path / "r")
 
 
-def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):
+def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir, roi_cache):
+    """... and names each run by its overrides: one folder per run, where the files are kept
+    (data.cache_dir) left out of the name and a '/' in a value written '_'."""
     out = tmp_path / "outputs"
     env = {**os.environ, "OSTEO_OUTPUTS": str(out)}
     args = [sys.executable, "-m", "osteo.train", "-m", "fold=0,9", "sweep_name=cli"] + \
         [o for o in tiny_overrides(out, phantom_dir / "manifest.csv") if not o.startswith("paths.")] + \
-        ["trainer.max_epochs=1"]
+        ["trainer.max_epochs=1", f"data.cache_dir={roi_cache}", "logger.csv.name=per/epoch"]
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=420)
     assert r.returncode == 1, r.stderr[-3000:]  # the sweep goes on, but a failed run fails the command
     assert "sweep: 1 finished, 0 skipped, 1 failed (of 2 runs)" in r.stdout + r.stderr
@@ -311,8 +343,10 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir):
     tags = list((out / "sweeps" / "cli").glob("data=manifest-*,weights=scratch"))
     assert len(tags) == 1, list((out / "sweeps" / "cli").iterdir())
     runs = tags[0]
-    ok = runs / "backbone=vgg16_tiny,data.batch_size=16,data.roi.scale=0.5,data.split.test_per_class=30,fold=0,trainer.log_every_n_steps=1"
+    ok = runs / ("backbone=vgg16_tiny,data.batch_size=16,data.roi.scale=0.5,data.split.test_per_class=30,fold=0,"
+                 "logger.csv.name=per_epoch,trainer.log_every_n_steps=1")
     assert (ok / "metrics.json").exists(), sorted(p.name for p in runs.iterdir())
+    assert (ok / "per" / "epoch" / "metrics.csv").exists()  # the value itself is passed on as given
     failed = Path(str(ok).replace("fold=0", "fold=9"))
     assert "fold 9 does not exist" in (failed / "error.txt").read_text()
 
