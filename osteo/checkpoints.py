@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from osteo.runs import WEIGHTS_FILE
+from osteo.runs import WEIGHTS_FILE, absolute_storage, launch_folder, recorded_path
 
 
 class UnsafeCheckpointError(ValueError):
@@ -18,14 +18,17 @@ class UnsafeCheckpointError(ValueError):
 
 
 def run_config(run_dir: str | Path) -> DictConfig:
-    """The run's saved, resolved config; its manifest made absolute from metrics.json."""
+    """The run's saved, resolved config with its storage paths absolute
+    (``osteo.runs.absolute_storage``); its manifest the one metrics.json records."""
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml")
+    base = launch_folder(run_dir, cfg)
+    cfg = absolute_storage(cfg, base)
     m = run_dir / "metrics.json"
     if m.exists():
         manifest = json.loads(m.read_text()).get("manifest")
         if manifest:
-            cfg.data.manifest = manifest
+            cfg.data.manifest = recorded_path(manifest, base)
     return cfg
 
 

@@ -29,6 +29,56 @@ from osteo.stats import threshold_for_sensitivity
 
 WEIGHTS_FILE = "best.safetensors"
 
+# config keys that say where files are kept, not what a run computes (its ROI cache, split files
+# and phantoms are found by content there): not part of a run's identity (osteo.train), and
+# resolved against the folder the run was launched from when recorded as relative paths
+STORAGE_KEYS = ("paths.outputs", "paths.cache", "paths.splits", "data.cache_dir", "data.split.dir",
+                "data.phantom.out_dir")
+
+
+def launch_folder(run_dir: str | Path, cfg) -> Path | None:
+    """The folder a run was launched from, when its config records ``paths.outputs`` as a
+    relative path (the default ``outputs``): the recorded ``run_dir`` (absolute, or the found
+    directory when it ends with the recorded relative one) is ``<folder>/<paths.outputs>/...``.
+    None when outputs/ was absolute or the folder cannot be told."""
+    outputs = Path(str(OmegaConf.select(cfg, "paths.outputs", default="") or ""))
+    if not outputs.parts or outputs.is_absolute() or ".." in outputs.parts:
+        return None
+    recorded = Path(str(cfg.get("run_dir") or ""))
+    if not recorded.is_absolute():
+        found = Path(run_dir).resolve()
+        if not recorded.parts or found.parts[-len(recorded.parts):] != recorded.parts:
+            return None
+        recorded = found
+    n = len(outputs.parts)
+    for a in recorded.parents:
+        if len(a.parts) > n and a.parts[-n:] == outputs.parts:
+            return Path(*a.parts[:-n])
+    return None
+
+
+def recorded_path(path: str | None, base: Path | None) -> str | None:
+    """A path a run recorded (config or metrics.json), absolute: a relative one is taken from the
+    run's launch folder ``base`` where it exists there (or nothing exists relative to the current
+    folder), else from the current folder."""
+    if not path or Path(path).is_absolute() or base is None:
+        return path
+    there = base / path
+    return str(there if there.exists() or not Path(path).exists() else Path(path).resolve())
+
+
+def absolute_storage(cfg, base: Path | None):
+    """A run's saved config (``cfg``, changed in place and returned) with the storage paths it
+    recorded relative to its launch folder ``base`` (``STORAGE_KEYS`` and ``data.manifest``)
+    made absolute (``recorded_path``), so a report or a screening run from another folder finds
+    the run's caches, splits and data."""
+    if base is not None:
+        for key in STORAGE_KEYS + ("data.manifest",):
+            value = OmegaConf.select(cfg, key, default=None)
+            if isinstance(value, str):
+                OmegaConf.update(cfg, key, recorded_path(value, base), merge=False)
+    return cfg
+
 
 def config_label(backbone: str, depth: int, weights: object, covariates=()) -> str:
     """A configuration's full name: backbone, fine-tune depth (TF N: the last N of 5 blocks
@@ -157,6 +207,8 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
         if d.name == ".hydra":
             continue
         cfg = OmegaConf.load(cfg_file)
+        base = launch_folder(d, cfg)
+        cfg = absolute_storage(cfg, base)
         rel = str(d.relative_to(root))
         if not (d / "metrics.json").exists() or not (d / "predictions.csv").exists():
             if (d / "error.txt").exists():
@@ -165,6 +217,7 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
                 problems.append({"run": rel, "status": "unfinished", "detail": "no metrics.json yet"})
             continue
         m = json.loads((d / "metrics.json").read_text())
+        m.update({k: recorded_path(m.get(k), base) for k in ("manifest", "splits")})
         content = data_content(m)
         row = {"dir": str(d), "run": rel, "backbone": cfg.backbone, "depth": int(cfg.depth),
                "pretrained": parse_weights(run_weights(cfg)).pretrained, "fold": int(cfg.fold),

@@ -32,16 +32,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from osteo.config import CONF_DIR
 from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text, available_cpus
 from osteo.metrics import binary_metrics, youden_threshold
-from osteo.runs import DATA_KEYS
+from osteo.runs import DATA_KEYS, STORAGE_KEYS
 
 log = logging.getLogger(__name__)
 
-# keys that say where files are kept, not what a run computes (its ROI cache, split files and
-# phantoms are found by content there): a run found again with outputs/ written as an absolute
-# path, or with the cache moved, is the same run
-STORAGE_KEYS = ("paths", "data.cache_dir", "data.split.dir", "data.phantom.out_dir")
 # keys that do not change a run's result: ignored when deciding whether a finished run can be
-# reused, and when comparing it with a new config
+# reused, and when comparing it with a new config (with STORAGE_KEYS: a run found again with
+# outputs/ written as an absolute path, or with the cache moved, is the same run)
 VOLATILE_KEYS = ("trainer.enable_progress_bar", "data.num_workers", "data.progress", "overwrite",
                  "cpus", "run_dir", "trainer.default_root_dir", "callbacks.model_checkpoint.dirpath",
                  "logger.csv.save_dir", "logger.tensorboard.save_dir", "logger.mlflow.tracking_uri",

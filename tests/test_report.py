@@ -256,6 +256,47 @@ def test_runs_that_kept_the_split_file_elsewhere_are_one_data_set(tmp_path, roi_
     assert runs["data"].nunique() == 2
 
 
+def test_runs_trained_with_relative_outputs_are_reported_from_any_folder(tmp_path, roi_cache, monkeypatch):
+    """Runs launched with the default relative outputs/ record their manifest, split file and
+    storage paths relative to the folder they were launched from: a report run elsewhere reads
+    them there (and writes nothing into its own folder); a split file that is gone is one line
+    naming the run and the file, before anything is written."""
+    import json
+    from osteo.checkpoints import run_config
+    from osteo.cli import UserError
+
+    launch, elsewhere = tmp_path / "launch", tmp_path / "elsewhere"
+    sweeps = launch / "outputs" / "sweeps"
+    fabricate(launch, np.random.default_rng(0), roi_cache, sweeps)
+    (launch / "outputs" / "splits").mkdir(parents=True)
+    for m in sweeps.rglob("metrics.json"):
+        metrics = json.loads(m.read_text())
+        split = Path(metrics["splits"])
+        if split.exists():
+            split.rename(launch / "outputs" / "splits" / split.name)
+        metrics.update(manifest="data/manifest.csv", splits=f"outputs/splits/{split.name}")
+        m.write_text(json.dumps(metrics))
+        cfg = OmegaConf.load(m.parent / "config.yaml")
+        cfg.paths.outputs, cfg.data.split.dir = "outputs", "outputs/splits"
+        (m.parent / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs, _, _ = load_runs(sweeps)
+    assert set(runs["splits"]) == {str(launch / "outputs" / "splits" / split.name)}
+    assert set(runs["manifest"]) == {str(launch / "data" / "manifest.csv")}
+    cfg = run_config(runs["dir"].iloc[0])
+    assert (cfg.data.manifest, cfg.data.split.dir) == (str(launch / "data" / "manifest.csv"), str(launch / "outputs" / "splits"))
+    assert cfg.data.cache_dir == str(roi_cache)   # absolute paths stay as they are
+    rcfg = compose([], config_name="report").report
+    rcfg.gradcam.enabled = False
+    s = build_report(sweeps, tmp_path / "report", rcfg, "python -m osteo.report")
+    assert s["configs"]["vgg16 TF2, w"]["folds"] == 3 and list(elsewhere.iterdir()) == []
+    (launch / "outputs" / "splits" / split.name).unlink()
+    with pytest.raises(UserError, match=rf"its split file {re.escape(str(launch))}/outputs/splits/splits-\w+.csv is not there"):
+        build_report(sweeps, tmp_path / "again", rcfg)
+    assert not (tmp_path / "again").exists()
+
+
 def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path, roi_cache):
     fabricate(tmp_path, np.random.default_rng(0), roi_cache)
     rcfg = compose([], config_name="report").report

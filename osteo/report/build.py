@@ -338,6 +338,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
                 if elsewhere else "; train first (python -m osteo.train +sweep=...), or set report.runs_dir")
         failed = sum(p["status"] == "failed" for p in problems)
         raise UserError(f"no finished runs under {runs_dir}" + (f" ({failed} failed)" if failed else "") + hint)
+    _check_data_files(runs)
     out.mkdir(parents=True, exist_ok=True)
     groups = list(runs.groupby("data", sort=True))
     if len(groups) == 1:
@@ -359,6 +360,20 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     return summary
 
 
+def _check_data_files(runs: pd.DataFrame) -> None:
+    """A UserError, before anything is written, naming the first run of a data set whose
+    manifest or split file (as its metrics.json records them) is not there to read."""
+    for _, g in runs.groupby("data", sort=True):
+        first = g.iloc[0]
+        for what in ("manifest", "splits"):
+            if not first[what] or not Path(first[what]).is_file():
+                from osteo.cli import UserError
+
+                raise UserError(f"{first['dir']}: its {'split file' if what == 'splits' else what} "
+                                f"{first[what]} is not there; run the report from the folder the runs were "
+                                "trained in, or put the file back")
+
+
 def _env():
     import jinja2
 
@@ -376,6 +391,7 @@ def _src(out: Path, name: str, embed: bool) -> str:
 def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path, rcfg: DictConfig,
                command: str) -> dict:
     """The report of one data set's runs."""
+    from osteo.checkpoints import run_config
     from osteo.data.describe import table1
     from osteo.data.manifest import load_manifest
 
@@ -393,7 +409,7 @@ def _build_one(runs: pd.DataFrame, preds: dict, problems: list[dict], out: Path,
         folds[label] = [(t["label"].to_numpy(), t["prob"].to_numpy()) for t in tests]
     best = max(order, key=lambda k: summaries[k]["val_auc_mean"])
     first = runs.iloc[0]
-    cfg0 = OmegaConf.load(Path(first["dir"]) / "config.yaml")
+    cfg0 = run_config(first["dir"])
     mdf = load_manifest(first["manifest"], cfg0.data.label.threshold, cfg0.data.label.inclusive)
     splits = pd.read_csv(first["splits"], dtype={"patient_id": str, "part": str})
     mdf = mdf[mdf["image_rel"].isin(splits["image"])]
