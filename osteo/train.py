@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 import warnings
@@ -191,6 +192,21 @@ def start_covariates(model, dm, out_dir: Path) -> None:
                  ", ".join(f"{n} {w:+.2f}" for n, w in zip(model.covariates, lr.coef_[0])))
 
 
+def _fit(trainer, model, dm) -> None:
+    """``trainer.fit``, with Ctrl-C raised as KeyboardInterrupt: Lightning catches it, ignores
+    every further Ctrl-C and exits with status 1 after its shutdown, which reads as a crash and
+    would keep a sweep's next runs from being stopped."""
+    import signal
+
+    try:
+        trainer.fit(model, datamodule=dm)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train, pick the best checkpoint by validation AUC, score validation and test once,
     and write the run's files into ``out_dir``. Returns the metrics dict."""
@@ -257,7 +273,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     trainer = make_trainer(cfg, accel, precision)
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
+    _fit(trainer, model, dm)
     t_fit = time.perf_counter() - t0
     epochs = int(trainer.current_epoch)
     best = trainer.checkpoint_callback.best_model_path
@@ -335,6 +351,14 @@ def run(cfg: DictConfig, out_dir: str | Path, in_sweep: bool = False) -> dict | 
 
     try:
         return train(cfg, out_dir)
+    except KeyboardInterrupt:
+        out = Path(out_dir)
+        if out.is_dir() and not (out / "metrics.json").exists():
+            (out / "best.ckpt").unlink(missing_ok=True)  # Lightning's checkpoint of an unfinished run
+            atomic_write_text(out / "error.txt", "interrupted (Ctrl-C) before the run finished; the same "
+                                                 "command trains it again\n")
+            log.error("run interrupted: %s did not finish", out)
+        raise
     except Exception as e:
         cause = describe_error(user_error(e) or root_cause(e))
         if not isinstance(e, RunConflictError):  # a conflict leaves the finished run's files alone
@@ -375,4 +399,8 @@ def main(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("osteo: interrupted: finished runs are kept, the same command trains the rest", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from osteo.train import run, train
@@ -349,6 +350,33 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir, roi_cach
     assert (ok / "per" / "epoch" / "metrics.csv").exists()  # the value itself is passed on as given
     failed = Path(str(ok).replace("fold=0", "fold=9"))
     assert "fold 9 does not exist" in (failed / "error.txt").read_text()
+
+
+class CtrlC(pl.Callback):
+    """A Lightning callback (added by config, as users add theirs) that presses Ctrl-C after the
+    first training epoch."""
+
+    def on_train_epoch_end(self, trainer, module):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_the_run_with_one_line_and_the_same_command_trains_it_again(tmp_path, phantom_dir, roi_cache):
+    """Lightning catches Ctrl-C, ignores further ones and exits 1 after its shutdown: the run
+    leaves no checkpoint, an error.txt that says so, and the command exits 130 with one line."""
+    out = tmp_path / "outputs"
+    args = [sys.executable, "-m", "osteo.train", f"data.cache_dir={roi_cache}", "weights=none",
+            "+callbacks.ctrl_c._target_=tests.test_train.CtrlC"] + tiny_overrides(out, phantom_dir / "manifest.csv")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=420, cwd=Path(__file__).parents[1])
+    assert r.returncode == 130, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == "osteo: interrupted: finished runs are kept, the same command trains the rest"
+    assert "Traceback" not in r.stderr + r.stdout
+    run_dir = next(out.glob("runs/*/backbone=*"))
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "config.yaml", "error.txt", "logs", "train.log"]
+    assert (run_dir / "error.txt").read_text().startswith("interrupted (Ctrl-C) before the run finished")
+    r = subprocess.run([a for a in args if not a.startswith("+callbacks.ctrl_c")], capture_output=True, text=True, timeout=420,
+                       cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run_dir / "metrics.json").exists() and not (run_dir / "error.txt").exists()
 
 
 def test_library_warnings_listed_in_config_are_hidden(compose_cfg, tmp_path, phantom_dir, roi_cache):
