@@ -6,8 +6,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,28 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def staged_folder(final: str | Path, last: Sequence[str] = ("index.html",)) -> Iterator[Path]:
+    """A new folder beside ``final`` to write ``final``'s files into. When the block ends without
+    error they are moved into ``final``, each by one rename (files named in ``last`` after the
+    others, the shallowest last, so a reader never finds a new page over old figures), replacing
+    files of the same name and keeping the rest; on any error, Ctrl-C included, ``final`` is
+    left as it was. The staging folder is removed either way."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield stage
+        files = sorted((p for p in stage.rglob("*") if p.is_file()),
+                       key=lambda p: (p.name in last, -len(p.relative_to(stage).parts), str(p)))
+        for f in files:
+            dest = final / f.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def available_cpus(cap: int | str | None = None) -> int:

@@ -297,6 +297,32 @@ def test_runs_trained_with_relative_outputs_are_reported_from_any_folder(tmp_pat
     assert not (tmp_path / "again").exists()
 
 
+def test_a_report_that_stops_halfway_leaves_the_last_one_as_it_was(tmp_path, roi_cache, monkeypatch):
+    """The report is written beside its folder and moved in when whole: Ctrl-C (or any error)
+    after some figures were drawn changes nothing in the folder, and leaves no staging folder."""
+    from osteo.report import figures
+
+    fabricate(tmp_path, np.random.default_rng(0), roi_cache)
+    rcfg = compose([], config_name="report").report
+    rcfg.gradcam.enabled = False
+    out = tmp_path / "report"
+    (out).mkdir()
+    (out / "notes.txt").write_text("mine")  # a file of the user's: kept
+    build_report(tmp_path / "sweeps", out, rcfg, "python -m osteo.report")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "roc.png" in before and ".partial" not in before["index.html"].decode() + before["summary.json"].decode()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "reliability", ctrl_c)  # drawn after the ROC and PR curves
+    rcfg.sensitivity_target = 0.8   # a report that would differ
+    with pytest.raises(KeyboardInterrupt):
+        build_report(tmp_path / "sweeps", out, rcfg, "python -m osteo.report")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "report", "splits", "sweeps"]  # no staging folder
+
+
 def test_page_has_contents_numbered_captioned_figures_and_provenance(tmp_path, roi_cache):
     fabricate(tmp_path, np.random.default_rng(0), roi_cache)
     rcfg = compose([], config_name="report").report

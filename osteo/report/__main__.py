@@ -42,4 +42,8 @@ def _translate_flags(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0]] + _translate_flags(sys.argv[1:])
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("osteo: interrupted: the report folder is as it was before", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text, staged_folder
 from osteo.report import figures
 from osteo.report.tables import (clinical_baseline, config_summary, logistic_baseline, mcw_baseline,
                                  paired_comparisons, table2)
@@ -339,7 +339,13 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
         failed = sum(p["status"] == "failed" for p in problems)
         raise UserError(f"no finished runs under {runs_dir}" + (f" ({failed} failed)" if failed else "") + hint)
     _check_data_files(runs)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(out) as stage:  # a report that fails or is interrupted changes nothing in out
+        return _build_all(runs, preds, problems, runs_dir, stage, rcfg, command)
+
+
+def _build_all(runs: pd.DataFrame, preds: dict, problems: list[dict], runs_dir: Path, out: Path,
+               rcfg: DictConfig, command: str) -> dict:
+    """The report of every data set's runs into ``out`` (one data set: out itself)."""
     groups = list(runs.groupby("data", sort=True))
     if len(groups) == 1:
         return _build_one(runs, preds, problems, out, rcfg, command)
