@@ -37,6 +37,12 @@ def compose(overrides: list[str] | None = None, config_name: str = "train",
                         return_hydra_config=return_hydra_config)
 
 
+def outputs_root() -> Path:
+    """osteo's outputs folder as the config sets it (``paths.outputs``: ``OSTEO_OUTPUTS``, or
+    ``outputs`` in the current folder)."""
+    return Path(str(compose().paths.outputs))
+
+
 # --------------------------------------------------------------------------- config resolvers
 # Registered on import (train, report and every CLI import this module before composing).
 

@@ -175,7 +175,9 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     flagged image, nor for any image when the
     model was trained on phantoms, unless ``allow_phantom_model``.
     """
-    files = find_inputs(inputs)
+    from osteo.config import outputs_root
+
+    files = find_inputs(inputs, skip=[out, outputs_root()])   # never its own earlier overlays
     if not files:
         raise no_images_error(inputs)
     model_path = Path(model)

@@ -134,6 +134,31 @@ def test_a_data_set_folder_is_screened_without_its_masks(tiny_sweep, phantom_dir
     assert len(masks) == 2   # a folder named directly is read, whatever its name
 
 
+def test_screening_a_folder_twice_never_screens_its_own_overlays(tiny_sweep, phantom_dir, tmp_path, caplog,
+                                                                 monkeypatch):
+    """A clinic runs predict in its folder of DPRs (outputs/ lands inside it), then again with
+    --force: the first run's Grad-CAM overlays (PNGs under outputs/predict/cams) are osteo's own
+    outputs, left out and said so, as is another --out folder inside it. Before, the second run
+    screened each overlay as a radiograph (8 rows for 4 DPRs)."""
+    caplog.set_level(logging.INFO, logger="osteo")
+    clinic = tmp_path / "clinic"
+    clinic.mkdir()
+    for i in range(2):
+        shutil.copy(phantom_dir / "images" / f"dpr_{i:04d}.png", clinic / f"dpr_{i:04d}.png")
+    monkeypatch.chdir(clinic)
+    monkeypatch.delenv("OSTEO_OUTPUTS", raising=False)
+    first = predict(["."], str(run_dir(tiny_sweep)), "outputs/predict", single=True, progress=False)
+    assert len(list((clinic / "outputs" / "predict" / "cams").glob("*.png"))) == 2
+    again = predict(["."], str(run_dir(tiny_sweep)), "outputs/predict", single=True, cams=False, progress=False)
+    assert list(again["image"]) == list(first["image"]) and len(again) == 2
+    assert "left out 2 images in outputs/ (osteo's own outputs" in caplog.text
+    elsewhere = predict(["."], str(run_dir(tiny_sweep)), "mine", single=True, progress=False)
+    assert len(elsewhere) == 2 and (clinic / "mine" / "cams").is_dir()
+    assert len(predict(["."], str(run_dir(tiny_sweep)), "mine", single=True, cams=False, progress=False)) == 2
+    named = predict(["outputs/predict/cams"], str(run_dir(tiny_sweep)), "o2", single=True, cams=False, progress=False)
+    assert len(named) == 2   # a folder named directly is read, whatever it holds
+
+
 def test_manifest_input_uses_its_per_image_boxes(tiny_sweep, phantom_dir, tmp_path):
     m = pd.DataFrame({"image": ["images/dpr_0000.png", "images/dpr_0000.png"], "roi_x0": [250, 100], "roi_y0": [475, 400]})
     m.assign(image=[str(phantom_dir / i) for i in m["image"]]).to_csv(tmp_path / "boxes.csv", index=False)

@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {a.out}: the result is a table; give a .csv path")
     if out.exists() and not a.force:
         raise UserError(f"{out} exists; pass --force to overwrite it, or choose another --out")
-    images = find_inputs(a.inputs)
+    from osteo.config import outputs_root
+
+    images = find_inputs(a.inputs, skip=[outputs_root()])
     if not images:
         raise no_images_error(a.inputs)
     missing = [str(i.path) for i in images if not i.path.is_file()]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,13 +43,25 @@ def is_image_file(path: Path) -> bool:
     return path.name.upper() != "DICOMDIR" and is_dicom(path)
 
 
-def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
+def folder_images(folder: Path, skip: Sequence[str | Path] = ()) -> tuple[list[Path], list[str]]:
     """The radiographs under ``folder`` (searched recursively, sorted; ``is_image_file``) and what
-    was left out, a line each: the images in folders of masks or segmentations below it
-    (``NOT_DPR_FOLDER``: masks-1/, segmentations/, labels/, gt/, ...), and, where it has
-    ``images/`` folders at any depth (one per device, say A/images and B/images), the images
-    outside them. ``folder``'s own name is not judged: a folder of masks named directly is read."""
+    was left out, a line each: the images in ``skip`` folders below it (osteo's own outputs: a
+    command's --out folder, outputs/, whose Grad-CAM overlays and contact sheets are PNGs), in
+    folders of masks or segmentations (``NOT_DPR_FOLDER``: masks-1/, segmentations/, labels/,
+    gt/, ...), and, where it has ``images/`` folders at any depth (one per device, say A/images
+    and B/images), the images outside them. ``folder``'s own name is not judged: a folder of
+    masks, or of osteo's outputs, named directly is read."""
     files = [q for q in sorted(folder.rglob("*")) if q.is_file() and is_image_file(q)]
+    here = Path(os.path.abspath(folder))
+    below = [d for d in (Path(os.path.abspath(x)) for x in skip) if d != here and d.is_relative_to(here)]
+    below = [d for d in below if not any(d != e and d.is_relative_to(e) for e in below)]  # outermost only
+    own = [f for f in files if any(Path(os.path.abspath(f)).is_relative_to(d) for d in below)]
+    notes = []
+    if own:
+        where = sorted({str(d.relative_to(here)) + "/" for d in below
+                        if any(Path(os.path.abspath(f)).is_relative_to(d) for f in own)})
+        notes.append(f"left out {len(own)} images in {', '.join(where)} (osteo's own outputs, not radiographs)")
+        files = [f for f in files if f not in set(own)]
 
     def folders(f: Path) -> tuple[str, ...]:
         return f.relative_to(folder).parts[:-1]
@@ -57,7 +71,6 @@ def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
         parts = folders(f)
         return next(("/".join(parts[:k + 1]) for k, d in enumerate(parts) if NOT_DPR_FOLDER.match(d)), None)
 
-    notes = []
     masks = {f: mask_folder(f) for f in files}
     left = sorted({m for m in masks.values() if m is not None})
     if left:
@@ -84,16 +97,16 @@ def no_images_error(inputs: list[str]) -> UserError:
                      f"and DICOM files of any name{found}); pass image files, folders or a manifest CSV")
 
 
-def find_inputs(inputs: list[str]) -> list[InputImage]:
+def find_inputs(inputs: list[str], skip: Sequence[str | Path] = ()) -> list[InputImage]:
     """The images of ``inputs``: files, folders (recursively, as ``folder_images`` reads them:
-    never folders of masks; only the ``images/`` folders where there are some; what is left out
-    is logged) and manifest CSVs (their 'image' column, with 'roi_x0'/'roi_y0' and 'pixel_mm'
-    where given)."""
+    never ``skip`` folders below them, osteo's own outputs, nor folders of masks; only the
+    ``images/`` folders where there are some; what is left out is logged) and manifest CSVs
+    (their 'image' column, with 'roi_x0'/'roi_y0' and 'pixel_mm' where given)."""
     out: list[InputImage] = []
     for s in inputs:
         p = Path(s)
         if p.is_dir():
-            files, notes = folder_images(p)
+            files, notes = folder_images(p, skip)
             for note in notes:
                 log.warning("%s: %s", p, note)
             out += [InputImage(q, None, None) for q in files]
