@@ -61,7 +61,8 @@ def folder_images(folder: Path, skip: Sequence[str | Path] = ()) -> tuple[list[P
         where = sorted({str(d.relative_to(here)) + "/" for d in below
                         if any(Path(os.path.abspath(f)).is_relative_to(d) for f in own)})
         notes.append(f"left out {len(own)} images in {', '.join(where)} (osteo's own outputs, not radiographs)")
-        files = [f for f in files if f not in set(own)]
+        left_out = set(own)
+        files = [f for f in files if f not in left_out]
 
     def folders(f: Path) -> tuple[str, ...]:
         return f.relative_to(folder).parts[:-1]
