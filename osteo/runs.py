@@ -208,7 +208,6 @@ def load_runs(root: str | Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
             continue
         cfg = OmegaConf.load(cfg_file)
         base = launch_folder(d, cfg)
-        cfg = absolute_storage(cfg, base)
         rel = str(d.relative_to(root))
         if not (d / "metrics.json").exists() or not (d / "predictions.csv").exists():
             if (d / "error.txt").exists():

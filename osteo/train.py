@@ -194,8 +194,8 @@ def start_covariates(model, dm, out_dir: Path) -> None:
 
 def _fit(trainer, model, dm) -> None:
     """``trainer.fit``, with Ctrl-C raised as KeyboardInterrupt: Lightning catches it, ignores
-    every further Ctrl-C and exits with status 1 after its shutdown, which reads as a crash and
-    would keep a sweep's next runs from being stopped."""
+    every further Ctrl-C and exits with status 1 after its shutdown, a crash with no word that
+    ``run`` could not tell from one and that left the run's checkpoint behind."""
     import signal
 
     try:
