@@ -55,14 +55,14 @@ def folder_images(folder: Path, skip: Sequence[str | Path] = ()) -> tuple[list[P
     here = Path(os.path.abspath(folder))
     below = [d for d in (Path(os.path.abspath(x)) for x in skip) if d != here and d.is_relative_to(here)]
     below = [d for d in below if not any(d != e and d.is_relative_to(e) for e in below)]  # outermost only
-    own = [f for f in files if any(Path(os.path.abspath(f)).is_relative_to(d) for d in below)]
+    # the skip folder each file lies in, or None (one path check per file)
+    own = {f: next((d for d in below if Path(os.path.abspath(f)).is_relative_to(d)), None) for f in files}
     notes = []
-    if own:
-        where = sorted({str(d.relative_to(here)) + "/" for d in below
-                        if any(Path(os.path.abspath(f)).is_relative_to(d) for f in own)})
-        notes.append(f"left out {len(own)} images in {', '.join(where)} (osteo's own outputs, not radiographs)")
-        left_out = set(own)
-        files = [f for f in files if f not in left_out]
+    where = sorted({str(d.relative_to(here)) + "/" for d in own.values() if d is not None})
+    if where:
+        n = sum(d is not None for d in own.values())
+        notes.append(f"left out {n} images in {', '.join(where)} (osteo's own outputs, not radiographs)")
+        files = [f for f in files if own[f] is None]
 
     def folders(f: Path) -> tuple[str, ...]:
         return f.relative_to(folder).parts[:-1]
