@@ -88,12 +88,14 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
 
 @contextmanager
-def staged_folder(final: str | Path, last: Sequence[str] = ("index.html",)) -> Iterator[Path]:
+def staged_folder(final: str | Path, last: Sequence[str] = ("index.html",),
+                  replace: Sequence[str] = ()) -> Iterator[Path]:
     """A new folder beside ``final`` to write ``final``'s files into. When the block ends without
     error they are moved into ``final``, each by one rename (files named in ``last`` after the
     others, the shallowest last, so a reader never finds a new page over old figures), replacing
-    files of the same name and keeping the rest; on any error, Ctrl-C included, ``final`` is
-    left as it was. The staging folder is removed either way."""
+    files of the same name and keeping the rest, except in the subfolders named in ``replace``,
+    whose other files are removed after the move (their content is the new one's alone); on any
+    error, Ctrl-C included, ``final`` is left as it was. The staging folder is removed either way."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
@@ -101,10 +103,17 @@ def staged_folder(final: str | Path, last: Sequence[str] = ("index.html",)) -> I
         yield stage
         files = sorted((p for p in stage.rglob("*") if p.is_file()),
                        key=lambda p: (p.name in last, -len(p.relative_to(stage).parts), str(p)))
+        moved = set()
         for f in files:
             dest = final / f.relative_to(stage)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)
+            moved.add(dest)
+        for sub in replace:
+            old = final / sub
+            for f in sorted(old.rglob("*")) if old.is_dir() else ():
+                if (f.is_file() or f.is_symlink()) and f not in moved:
+                    f.unlink()
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from osteo.data.covariates import apply_transform, load_transform
 from osteo.data.inputs import find_inputs, no_images_error
 from osteo.data.roi import check_source_size, extract_roi, resize_bilinear
 from osteo.cli import UserError
-from osteo.io import atomic_write_csv, atomic_write_text
+from osteo.io import atomic_write_csv, atomic_write_text, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _run_files(dirs: list[Path]) -> tuple[list[dict | None], list[dict]]:
 def predict(inputs: list[str], model: str, out: str, config: str | None = None, single: bool = False,
             batch_size: int = 8, cams: bool = True, device: str | None = None,
             progress: bool = True, allow_phantom_model: bool = False, cam_format: str = "png",
-            covariates: dict[str, str] | None = None) -> pd.DataFrame:
+            covariates: dict[str, str] | None = None, write_to: str | Path | None = None) -> pd.DataFrame:
     """Score images; returns the predictions table (the caller writes it).
 
     Columns: image, status ('ok', 'flagged: ...' or 'error: ...'), probability (the fold
@@ -173,7 +174,9 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     ``missing covariate(s): ...`` and no score (nothing is imputed), and the ``covariates``
     column shows the values used. No decision is given for a
     flagged image, nor for any image when the
-    model was trained on phantoms, unless ``allow_phantom_model``.
+    model was trained on phantoms, unless ``allow_phantom_model``. The Grad-CAM overlays are
+    written under ``write_to``/cams (default ``out``) and named in the table under ``out``/cams:
+    the command writes into a staging folder that becomes ``out`` when the screening is whole.
     """
     from osteo.config import outputs_root
 
@@ -222,9 +225,9 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     prov = provenance_line(provenance("gpu" if str(device).startswith("cuda") else "cpu", "32-true"))
     thr = ensemble_threshold(dirs)
-    out_dir = Path(out)
+    out_dir, cam_dir = Path(out), Path(write_to if write_to is not None else out) / "cams"
     if cams:
-        (out_dir / "cams").mkdir(parents=True, exist_ok=True)
+        cam_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     batch: list[tuple[int, np.ndarray, np.ndarray, list[int]]] = []
     writers = ThreadPoolExecutor(max_workers=2)  # overlay encoding overlaps the next batch's forward pass
@@ -262,9 +265,9 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
                            f"model(s) refer   decision: {decision}",
                            (f"FLAGGED: unlike the training images (ood_score {ood_score[k]:.2f})   " if flagged else "")
                            + (f"trained on: {trained_on}" if phantom_model else "") + "   screening aid, not a diagnosis"]
-                path = out_dir / "cams" / f"{i:05d}_{Path(r['image']).stem}.{cam_format}"
-                r["cam_png"] = str(path)
-                pending.append(writers.submit(cam_overlay, gray, maps[k], roi, box, caption, path, border))
+                name = f"{i:05d}_{Path(r['image']).stem}.{cam_format}"
+                r["cam_png"] = str(out_dir / "cams" / name)
+                pending.append(writers.submit(cam_overlay, gray, maps[k], roi, box, caption, cam_dir / name, border))
         batch.clear()
 
     try:
@@ -353,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.batch_size < 1:
         raise UserError(f"--batch-size {a.batch_size}: give 1 or more")
     out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {a.out} is a file; give a folder for predictions.csv and the overlays")
     targets = [out / "predictions.csv"] + ([out / "predictions.json"] if a.json else [])
     existing = [str(t) for t in targets if t.exists()]
     if existing and not a.force:
@@ -371,12 +376,21 @@ def main(argv: list[str] | None = None) -> int:
         except CovariateError:
             raise UserError(f"--{k if k in ('age', 'sex') else 'covariate ' + k} {v!r}: give {value_kind(k)}") from None
     t0 = time.perf_counter()
-    df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam,
-                 allow_phantom_model=a.allow_phantom_model, cam_format=a.cam_format, covariates=given or None)
-    seconds = time.perf_counter() - t0
-    atomic_write_csv(out / "predictions.csv", df)
-    if a.json:
-        atomic_write_text(out / "predictions.json", df.to_json(orient="records", indent=2))
+    # Written whole or not at all: the overlays and the table go to a staging folder beside --out,
+    # moved in when the screening ends (the table last; an earlier run's cams/ replaced whole), so a
+    # screening that fails or is interrupted leaves --out as it was.
+    try:
+        with staged_folder(out, last=("predictions.csv", "predictions.json"), replace=("cams",)) as stage:
+            df = predict(a.inputs, a.model, a.out, a.config, a.single, a.batch_size, not a.no_cam,
+                         allow_phantom_model=a.allow_phantom_model, cam_format=a.cam_format,
+                         covariates=given or None, write_to=stage)
+            seconds = time.perf_counter() - t0
+            atomic_write_csv(stage / "predictions.csv", df)
+            if a.json:
+                atomic_write_text(stage / "predictions.json", df.to_json(orient="records", indent=2))
+    except KeyboardInterrupt:
+        print(f"osteo: interrupted: {out} is as it was before (this screening wrote nothing there)", file=sys.stderr)
+        return 130
     failed = int(df["status"].str.startswith("error").sum())
     unscored = int(df["status"].str.startswith("missing covariate").sum())
     flagged = int(df["status"].str.startswith("flagged").sum())

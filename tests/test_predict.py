@@ -159,6 +159,50 @@ def test_screening_a_folder_twice_never_screens_its_own_overlays(tiny_sweep, pha
     assert len(named) == 2   # a folder named directly is read, whatever it holds
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_a_screening_that_stops_halfway_leaves_the_last_one_as_it_was(tiny_sweep, phantom_dir, tmp_path,
+                                                                      monkeypatch, capsys):
+    """Ctrl-C after the first overlay was drawn: --out keeps the last screening's table and
+    overlays byte for byte, and no staging folder is left (before, the new overlays were written
+    over the old ones, beside a predictions.csv that did not list them). A later --force screening
+    of fewer images replaces cams/ whole: no overlay of an image it did not screen is left."""
+    import osteo.predict as predict_module
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        shutil.copy(phantom_dir / "images" / f"dpr_{i:04d}.png", folder / f"p{i}.png")
+    out = tmp_path / "out"
+    args = [str(folder), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--single", "--batch-size", "1"]
+    assert main(args) == 0
+    before = _files(out)
+    assert sorted(before) == ["cams/00000_p0.png", "cams/00001_p1.png", "cams/00002_p2.png", "predictions.csv"]
+
+    real, calls = predict_module.extract_roi, []
+
+    def ctrl_c_at_the_third_image(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(predict_module, "extract_roi", ctrl_c_at_the_third_image)
+    assert run_cli(main, args + ["--force", "--cam-format", "jpg"]) == 130
+    assert len(calls) == 3                                   # two overlays were drawn before it stopped
+    assert "interrupted" in capsys.readouterr().err
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]   # no staging folder left
+    monkeypatch.setattr(predict_module, "extract_roi", real)
+
+    assert main([str(folder / "p2.png")] + args[1:] + ["--force"]) == 0
+    after = _files(out)
+    assert sorted(after) == ["cams/00000_p2.png", "predictions.csv"]
+    assert pd.read_csv(out / "predictions.csv")["cam_png"].tolist() == [str(out / "cams" / "00000_p2.png")]
+
+
 def test_manifest_input_uses_its_per_image_boxes(tiny_sweep, phantom_dir, tmp_path):
     m = pd.DataFrame({"image": ["images/dpr_0000.png", "images/dpr_0000.png"], "roi_x0": [250, 100], "roi_y0": [475, 400]})
     m.assign(image=[str(phantom_dir / i) for i in m["image"]]).to_csv(tmp_path / "boxes.csv", index=False)
