@@ -487,6 +487,15 @@ def test_errors_of_a_module_run_as_main_are_one_line(tmp_path):
     r = hydra_cli("osteo.train", args + ["trainer.max_epochs=2"], tmp_path)
     assert r.returncode == 2 and "osteo: error: " in r.stderr and "trainer.max_epochs: 1 -> 2" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
+    # The report reads sweeps/; a single run lands in runs/. Its error said "train first" to a user
+    # who had trained: it now names the single run and the override that reports it, which works.
+    singles = tmp_path / "outputs" / "runs"
+    r = hydra_cli("osteo.report", [], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().endswith(
+        f"1 finished single run(s) (python -m osteo.train without +sweep or -m) are under {singles}: "
+        f"report them with report.runs_dir={singles}"), r.stderr[-2000:]
+    r = hydra_cli("osteo.report", [f"report.runs_dir={singles}", "report.gradcam.enabled=false"], tmp_path)
+    assert r.returncode == 0 and (tmp_path / "outputs" / "report" / "index.html").is_file(), r.stderr[-2000:]
 
 
 def test_a_sweep_whose_runs_fail_ends_with_a_summary_and_fails(tmp_path, phantom_dir):

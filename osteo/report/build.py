@@ -322,6 +322,20 @@ def _table_html(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     return df.to_html(index=False, float_format=lambda v: floatfmt.format(v), border=0, classes="t", na_rep="n/a")
 
 
+def _where_runs_are(runs_dir: Path) -> str:
+    """What to do when ``runs_dir`` holds no finished run: point at finished runs beside it, single
+    runs (``python -m osteo.train`` without a sweep writes them under runs/, not sweeps/) first."""
+    singles = runs_dir.parent / "runs"
+    n = len(list(singles.glob("*/*/metrics.json"))) if singles != runs_dir else 0
+    if n:
+        return (f"; {n} finished single run(s) (python -m osteo.train without +sweep or -m) are under {singles}: "
+                f"report them with report.runs_dir={singles}")
+    elsewhere = sorted({str(p.parents[2]) for p in runs_dir.parent.glob("*/sweeps/*/*/*/metrics.json")})
+    if elsewhere:
+        return f"; finished runs are under {elsewhere[0]}: for the demo use python -m osteo.report experiment=demo"
+    return "; train first (python -m osteo.train +sweep=...), or set report.runs_dir"
+
+
 def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, command: str = "") -> dict:
     """Write the report (index.html, tables as CSV, figures as PNG) into ``out_dir``; return a
     summary. Runs of different data sets (manifest, split file, or the manifest's content or the
@@ -333,11 +347,9 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, rcfg: DictConfig, co
     if not len(runs):
         from osteo.cli import UserError
 
-        elsewhere = sorted({str(p.parents[2]) for p in runs_dir.parent.glob("*/sweeps/*/*/*/metrics.json")})
-        hint = (f"; finished runs are under {elsewhere[0]}: for the demo use python -m osteo.report experiment=demo"
-                if elsewhere else "; train first (python -m osteo.train +sweep=...), or set report.runs_dir")
         failed = sum(p["status"] == "failed" for p in problems)
-        raise UserError(f"no finished runs under {runs_dir}" + (f" ({failed} failed)" if failed else "") + hint)
+        raise UserError(f"no finished runs under {runs_dir}" + (f" ({failed} failed)" if failed else "")
+                        + _where_runs_are(runs_dir))
     _check_data_files(runs)
     with staged_folder(out) as stage:  # a report that fails or is interrupted changes nothing in out
         return _build_all(runs, preds, problems, runs_dir, stage, rcfg, command)
