@@ -32,8 +32,8 @@ WEIGHTS_FILE = "best.safetensors"
 # config keys that say where files are kept, not what a run computes (its ROI cache, split files
 # and phantoms are found by content there): not part of a run's identity (osteo.train), and
 # resolved against the folder the run was launched from when recorded as relative paths
-STORAGE_KEYS = ("paths.outputs", "paths.cache", "paths.splits", "data.cache_dir", "data.split.dir",
-                "data.phantom.out_dir")
+STORAGE_KEYS = ("paths.outputs", "paths.cache", "paths.splits", "paths.weights", "data.cache_dir", "data.split.dir",
+                "data.phantom.out_dir", "model.weights_dir")
 
 
 def launch_folder(run_dir: str | Path, cfg) -> Path | None:

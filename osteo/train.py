@@ -231,7 +231,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     check_settings(cfg)
     check_depth(cfg.model.depth)
     check_backbone(cfg.model.backbone)
-    check_weights(cfg.model.backbone, cfg.model.weights)
+    check_weights(cfg.model.backbone, cfg.model.weights, cfg.paths.weights)
     for pattern in cfg.get("ignore_warnings") or []:
         warnings.filterwarnings("ignore", message=pattern)
     cpus = available_cpus(cfg.get("cpus", "auto"))

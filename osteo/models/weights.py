@@ -80,16 +80,20 @@ def parse_weights(value: object) -> WeightsSpec:
 
 
 def weights_dir() -> Path:
-    """Where named weights are converted and kept: ``$OSTEO_OUTPUTS/weights`` (``outputs/weights``)."""
-    return Path(os.environ.get("OSTEO_OUTPUTS", "outputs")) / "weights"
+    """Where named weights are converted and kept when no folder is given: the config's
+    ``paths.weights`` (``outputs/weights``, or ``$OSTEO_OUTPUTS/weights``)."""
+    from osteo.config import compose
+
+    return Path(str(compose().paths.weights))
 
 
-def named_weights_file(name: str) -> Path:
-    """The local file of a named source, fetched and converted on first use."""
+def named_weights_file(name: str, folder: str | Path | None = None) -> Path:
+    """The local file of a named source in ``folder`` (default ``weights_dir()``), fetched and
+    converted on first use."""
     if name == "vgg16_hed":
         from osteo.models.hed import ensure_vgg16_hed
 
-        return ensure_vgg16_hed(weights_dir())
+        return ensure_vgg16_hed(folder if folder is not None else weights_dir())
     raise ValueError(f"unknown weights source {name!r}: use one of {', '.join(NAMED_SOURCES)}")
 
 
