@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,14 +46,15 @@ DISCLAIMER = ("osteo is a screening aid, not a diagnosis: 'refer for DXA' means 
 
 
 def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> list[Path]:
-    """The fold runs to ensemble for ``--model``/``--config``."""
+    """The fold runs to ensemble for ``--model``/``--config``: a run's weights file or the run
+    alone (``single``); a run and its sibling folds; or, under a folder of runs, the fold runs of
+    one configuration as the report groups them (``osteo.runs.load_runs``: its label, with the
+    settings that tell it apart, one data set, one run per fold, the newer where a fold is there
+    twice)."""
     if not model.exists():
         raise UserError(f"--model {model}: not found; pass a run directory, a folder of runs or a run's "
                         "best.safetensors")
-    from osteo.runs import WEIGHTS_FILE, run_label   # after the check: it imports torchmetrics (seconds)
-
-    def label(d: Path) -> str:
-        return run_label(OmegaConf.load(d / "config.yaml"))
+    from osteo.runs import WEIGHTS_FILE, load_runs   # after the check: it imports torchmetrics (seconds)
 
     def key(d: Path):
         c = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"), resolve=False)
@@ -73,20 +75,27 @@ def run_dirs_of_configuration(model: Path, config: str | None, single: bool) -> 
         sibs = [d for d in sorted(model.parent.iterdir()) if (d / WEIGHTS_FILE).exists()
                 and (d / "config.yaml").exists() and key(d) == k]
         return sibs or [model]
-    runs = [d.parent for d in sorted(model.rglob(WEIGHTS_FILE)) if (d.parent / "config.yaml").exists()]
-    if not runs:
+    runs, _, problems = load_runs(model)
+    runs = runs[runs["checkpoint"].notna()] if len(runs) else runs
+    if not len(runs):
         raise UserError(f"{model}: no finished runs ({WEIGHTS_FILE} + config.yaml) found; pass a run "
                         "directory, a folder of runs or a run's best.safetensors")
-    labels = {d: label(d) for d in runs}
-    names = sorted(set(labels.values()))
+    names = sorted(set(runs["config"]))
     if config is None and len(names) > 1:
         raise UserError(f"{model} holds several configurations; pick one with --config: "
                         f"{'; '.join(repr(n) for n in names)}")
     want = config or names[0]
-    chosen = [d for d in runs if labels[d] == want]
-    if not chosen:
+    chosen = runs[runs["config"] == want]
+    if not len(chosen):
         raise UserError(f"no configuration {want!r} under {model}; found: {'; '.join(repr(n) for n in names)}")
-    return chosen
+    if chosen["data"].nunique() > 1:  # never one ensemble of models trained on different data
+        folders = sorted({str(Path(d).parent) for d in chosen["dir"]})
+        raise UserError(f"{want!r} under {model} was trained on {chosen['data'].nunique()} data sets; pass --model "
+                        f"the folder of one of them: {'; '.join(folders)}")
+    for p in problems:
+        if p["status"] == "duplicate" and p["detail"].startswith(want + " fold "):
+            log.warning("%s: %s", p["run"], p["detail"])
+    return [Path(d) for d in chosen.sort_values("fold")["dir"]]
 
 
 def ensemble_threshold(run_dirs: list[Path]) -> float:
@@ -324,7 +333,7 @@ def predict(inputs: list[str], model: str, out: str, config: str | None = None, 
     df = pd.DataFrame(rows)
     df["trained_on"] = trained_on
     df["models"] = len(models)
-    df["model_dir"] = str(dirs[0].parent if len(dirs) > 1 else dirs[0])
+    df["model_dir"] = os.path.commonpath([str(d) for d in dirs])
     df["provenance"] = prov
     return df
 

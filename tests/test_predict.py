@@ -58,6 +58,38 @@ def test_fold_ensemble_is_the_mean_of_its_runs(tiny_sweep, phantom_dir, tmp_path
     assert "--config: 'vgg16_tiny TF1, random init'; 'vgg16_tiny TF5, random init'" in str(err.value)
 
 
+def test_a_folder_of_runs_ensembles_one_data_set_and_each_fold_once(tiny_sweep, phantom_dir, tmp_path, caplog):
+    """--model FOLDER --config LABEL picks runs as the report groups them. Before, it took every
+    run with that label below the folder: a fold trained again elsewhere (a single run beside its
+    sweep) was one more model (4 models for a 3-fold configuration, measured), and runs of the
+    same configuration on another data set joined the ensemble."""
+    import json
+
+    caplog.set_level(logging.INFO, logger="osteo")
+    imgs = [str(phantom_dir / "images" / f"dpr_{i:04d}.png") for i in range(2)]
+    label = "vgg16_tiny TF1, random init"
+    models = tmp_path / "models"
+    shutil.copytree(tiny_sweep / "sweeps", models / "sweeps")
+    again = models / "runs" / "again" / run_dir(tiny_sweep, 1, 0).name
+    shutil.copytree(run_dir(tiny_sweep, 1, 0), again)            # fold 0 once more, newer
+    (again / "metrics.json").touch()
+    ref = predict(imgs, str(tiny_sweep / "sweeps"), str(tmp_path / "r"), config=label, cams=False, progress=False)
+    df = predict(imgs, str(models), str(tmp_path / "o"), config=label, cams=False, progress=False)
+    assert (df["models"] == 2).all() and np.allclose(df["probability"], ref["probability"])
+    assert f"{label} fold 0 again: the newer run runs/again/{again.name} counts" in caplog.text
+    other = models / "other-data" / run_dir(tiny_sweep, 1, 1).name   # the same configuration, other data
+    shutil.copytree(run_dir(tiny_sweep, 1, 1), other)
+    m = json.loads((other / "metrics.json").read_text())
+    m["splits"] = str(Path(m["splits"]).with_name("splits-0123456789ab.csv"))
+    (other / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match=f"'{label}' under {models} was trained on 2 data sets; pass --model the "
+                                        "folder of one of them: ") as err:
+        predict(imgs, str(models), str(tmp_path / "o2"), config=label, cams=False, progress=False)
+    assert str(models / "other-data") in str(err.value)
+    one = predict(imgs, str(models / "sweeps"), str(tmp_path / "o3"), config=label, cams=False, progress=False)
+    assert (one["models"] == 2).all() and one["model_dir"].iloc[0] == str(models / "sweeps" / "finetune_depth")
+
+
 def test_dicom_monochrome1_16bit_equals_the_png(tiny_sweep, phantom_dir, tmp_path):
     g = np.asarray(Image.open(phantom_dir / "images" / "dpr_0001.png")).copy()
     g[0, 0], g[0, 1] = 0, 255  # full 8-bit range, so the DICOM's min-max window maps back exactly
