@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from osteo.config import CONF_DIR
 from osteo.io import atomic_write_csv, atomic_write_json, atomic_write_text, available_cpus
 from osteo.metrics import binary_metrics, youden_threshold
-from osteo.runs import DATA_KEYS, STORAGE_KEYS
+from osteo.runs import DATA_KEYS, STORAGE_KEYS, launch_folder, recorded_path
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ def _comparable(cfg: DictConfig) -> dict:
     return c
 
 
+def _manifest_resolved(c: dict, base: Path | None) -> dict:
+    """``c`` (a ``_comparable`` config) with ``data.manifest`` as an absolute path: relative to
+    the run's launch folder ``base`` where known (``osteo.runs.launch_folder``), else to the
+    current folder. The same file named relatively or absolutely is the same manifest."""
+    value = (c.get("data") or {}).get("manifest")
+    if value:
+        c["data"]["manifest"] = str(Path(str(recorded_path(str(value), base))).expanduser().resolve())
+    return c
+
+
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):
@@ -87,7 +97,9 @@ def finished(out_dir: Path, cfg: DictConfig, data: dict | None = None) -> dict |
     m, c = out_dir / "metrics.json", out_dir / "config.yaml"
     if not (m.exists() and c.exists()):
         return None
-    old, new = _comparable(OmegaConf.load(c)), _comparable(cfg)
+    old_cfg = OmegaConf.load(c)
+    old = _manifest_resolved(_comparable(old_cfg), launch_folder(out_dir, old_cfg))
+    new = _manifest_resolved(_comparable(cfg), None)
     for key, neutral in ADDED_KEYS.items():  # runs made before the key existed
         *parents, leaf = key.split(".")
         o, n = old, new

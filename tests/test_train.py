@@ -303,6 +303,34 @@ def test_where_files_are_kept_does_not_make_another_run(compose_cfg, tmp_path):
         finished(run_dir, other, data)
 
 
+def test_the_same_manifest_named_relatively_is_the_same_run(compose_cfg, tmp_path, monkeypatch):
+    """`data.manifest=manifest.csv` after `data.manifest=$PWD/manifest.csv` (the same file, so the
+    same run directory) stopped with "a finished run made with a different config (data.manifest:
+    '/tmp/user1/manifest.csv' -> 'manifest.csv')"; another file still conflicts."""
+    from omegaconf import OmegaConf, open_dict
+
+    from osteo.train import RunConflictError, finished
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "manifest.csv").write_text("image,patient_id,t_score\n")
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    data = {"kind": "manifest", "sha1": "a" * 40}
+
+    def config(manifest):
+        cfg = compose_cfg(tiny_overrides("outputs", manifest))
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir)
+        return cfg
+
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config(tmp_path / "manifest.csv"), resolve=True))
+    (run_dir / "metrics.json").write_text(json.dumps({"trained_on": data}))
+    assert finished(run_dir, config("manifest.csv"), data)
+    assert finished(run_dir, config("./sub/../manifest.csv"), data)
+    with pytest.raises(RunConflictError, match=r"data.manifest: '.*/manifest.csv' -> '.*/other.csv'"):
+        finished(run_dir, config("other.csv"), data)
+
+
 def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg, tmp_path, phantom_dir, roi_cache):
     from osteo.train import RunConflictError
 
