@@ -68,13 +68,24 @@ def _comparable(cfg: DictConfig) -> dict:
     return c
 
 
-def _manifest_resolved(c: dict, base: Path | None) -> dict:
-    """``c`` (a ``_comparable`` config) with ``data.manifest`` as an absolute path: relative to
-    the run's launch folder ``base`` where known (``osteo.runs.launch_folder``), else to the
-    current folder. The same file named relatively or absolutely is the same manifest."""
-    value = (c.get("data") or {}).get("manifest")
-    if value:
-        c["data"]["manifest"] = str(Path(str(recorded_path(str(value), base))).expanduser().resolve())
+def _files_resolved(c: dict, base: Path | None) -> dict:
+    """``c`` (a ``_comparable`` config) with the files it names (``data.manifest``, and
+    ``weights``/``model.weights`` when they name a file) as absolute paths: relative to the run's
+    launch folder ``base`` where known (``osteo.runs.launch_folder``), else to the current
+    folder. The same file named relatively or absolutely is the same file."""
+    from osteo.models.weights import parse_weights
+
+    for node, key in ((c.get("data"), "manifest"), (c, "weights"), (c.get("model"), "weights")):
+        value = node.get(key) if isinstance(node, dict) else None
+        if not value or not isinstance(value, str):
+            continue
+        if key == "weights":
+            try:
+                if parse_weights(value).kind != "file":
+                    continue
+            except ValueError:
+                continue
+        node[key] = str(Path(str(recorded_path(value, base))).expanduser().resolve())
     return c
 
 
@@ -98,8 +109,8 @@ def finished(out_dir: Path, cfg: DictConfig, data: dict | None = None) -> dict |
     if not (m.exists() and c.exists()):
         return None
     old_cfg = OmegaConf.load(c)
-    old = _manifest_resolved(_comparable(old_cfg), launch_folder(out_dir, old_cfg))
-    new = _manifest_resolved(_comparable(cfg), None)
+    old = _files_resolved(_comparable(old_cfg), launch_folder(out_dir, old_cfg))
+    new = _files_resolved(_comparable(cfg), None)
     for key, neutral in ADDED_KEYS.items():  # runs made before the key existed
         *parents, leaf = key.split(".")
         o, n = old, new

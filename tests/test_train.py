@@ -306,7 +306,8 @@ def test_where_files_are_kept_does_not_make_another_run(compose_cfg, tmp_path):
 def test_the_same_manifest_named_relatively_is_the_same_run(compose_cfg, tmp_path, monkeypatch):
     """`data.manifest=manifest.csv` after `data.manifest=$PWD/manifest.csv` (the same file, so the
     same run directory) stopped with "a finished run made with a different config (data.manifest:
-    '/tmp/user1/manifest.csv' -> 'manifest.csv')"; another file still conflicts."""
+    '/tmp/user1/manifest.csv' -> 'manifest.csv')", and so did a weights file; another file still
+    conflicts."""
     from omegaconf import OmegaConf, open_dict
 
     from osteo.train import RunConflictError, finished
@@ -317,8 +318,8 @@ def test_the_same_manifest_named_relatively_is_the_same_run(compose_cfg, tmp_pat
     run_dir.mkdir()
     data = {"kind": "manifest", "sha1": "a" * 40}
 
-    def config(manifest):
-        cfg = compose_cfg(tiny_overrides("outputs", manifest))
+    def config(manifest, weights=None):
+        cfg = compose_cfg(tiny_overrides("outputs", manifest) + ([f"weights={weights}"] if weights else []))
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
         return cfg
@@ -329,6 +330,10 @@ def test_the_same_manifest_named_relatively_is_the_same_run(compose_cfg, tmp_pat
     assert finished(run_dir, config("./sub/../manifest.csv"), data)
     with pytest.raises(RunConflictError, match=r"data.manifest: '.*/manifest.csv' -> '.*/other.csv'"):
         finished(run_dir, config("other.csv"), data)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config("manifest.csv", tmp_path / "w.pth"), resolve=True))
+    assert finished(run_dir, config(tmp_path / "manifest.csv", "w.pth"), data)
+    with pytest.raises(RunConflictError, match=r"weights: '.*/w.pth' -> '.*/v.pth'"):
+        finished(run_dir, config("manifest.csv", "v.pth"), data)
 
 
 def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg, tmp_path, phantom_dir, roi_cache):
