@@ -400,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"osteo: interrupted: {out} is as it was before (this screening wrote nothing there)", file=sys.stderr)
         return 130
+    stale = out / "predictions.json"
+    if not a.json and a.force and stale.exists():  # the earlier screening's: it would contradict the new table
+        stale.unlink()
+        log.info("removed %s of an earlier screening (pass --json for a new one)", stale)
     failed = int(df["status"].str.startswith("error").sum())
     unscored = int(df["status"].str.startswith("missing covariate").sum())
     flagged = int(df["status"].str.startswith("flagged").sum())

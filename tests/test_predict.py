@@ -144,6 +144,7 @@ def test_bad_files_are_reported_and_the_rest_scored(tiny_sweep, phantom_dir, tmp
     assert "corrupt.png" in caplog.text and "screening aid" in caplog.text  # messages go through logging
     assert run_cli(main, [str(folder), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam"]) == 2
     assert main([str(folder / "sub"), "--model", str(run_dir(tiny_sweep)), "--out", str(out), "--no-cam", "--force"]) == 0
+    assert not (out / "predictions.json").exists()   # the first screening's table, 5 rows: never beside this one
 
 
 def test_a_data_set_folder_is_screened_without_its_masks(tiny_sweep, phantom_dir, tmp_path, caplog):
