@@ -33,6 +33,20 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("osteo").setLevel(level)
 
 
+_SAID: set[str] = set()
+
+
+def warn_once(logger: logging.Logger, message: str, again: str) -> None:
+    """Log the warning ``message`` the first time this process says it, and the one line ``again``
+    every later time: the runs of a sweep in one process (Hydra's basic launcher) would repeat the
+    same data warnings, with their lists of images, once per run."""
+    if message in _SAID:
+        logger.warning(again)
+    else:
+        _SAID.add(message)
+        logger.warning(message)
+
+
 # The user-mistake exceptions of osteo's modules: (module, class name).
 USER_ERROR_CLASSES = (
     ("osteo.data.manifest", "ManifestError"), ("osteo.data.splits", "SplitError"),

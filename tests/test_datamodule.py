@@ -77,10 +77,16 @@ def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phanto
     assert len(dm.df) == 239
 
 
-def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_dir, roi_cache, caplog):
+def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_dir, roi_cache, caplog, monkeypatch):
     """Lightning calls prepare_data at fit, test and predict: the manifest is read, and its
-    warnings (here: images without a pixel size) logged, once per data module."""
+    warnings (here: images without a pixel size) logged, once per data module; the next run of
+    a sweep in the same process says it in one line (a 15-run sweep of 40 DPRs repeated each
+    warning, with its list of images, 15 times)."""
     import logging
+
+    import osteo.cli
+
+    monkeypatch.setattr(osteo.cli, "_SAID", set(), raising=False)   # what earlier tests in this process said
 
     df = pd.read_csv(phantom_dir / "manifest.csv").drop(columns=["pixel_mm"])
     df["image"] = [str(phantom_dir / p) for p in df["image"]]
@@ -96,4 +102,12 @@ def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_di
         dm.prepare_data()
     said = [r for r in caplog.records if "have no pixel size" in r.getMessage()]
     assert len(said) == 1 and said[0].getMessage().startswith(f"{len(df)} image(s)")
+    assert "no manifest pixel_mm column" in said[0].getMessage()
+    caplog.clear()
+    again = instantiate(cfg.data)        # the next run of a sweep
+    again.progress = False
+    with caplog.at_level(logging.WARNING):
+        again.prepare_data()
+    said = [r.getMessage() for r in caplog.records if "have no pixel size" in r.getMessage()]
+    assert said == [f"{len(df)} image(s) have no pixel size: cortical width at 0.1 mm (as said above)"]
     assert len(dm.df) == len(df)

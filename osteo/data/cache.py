@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from osteo.cli import warn_once
 from osteo.data.images import ImageReadError, image_size, read_gray
 from osteo.data.roi import check_source_size, extract_roi
 from osteo.io import atomic_save_npy, atomic_write_text, available_cpus, file_lock
@@ -191,8 +192,10 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
     pix = [pixel_mm_of(rec, anatomy) for rec in df.to_dict("records")]
     n_default = sum(src == "default" for _, src in pix)
     if n_default:
-        log.warning("%d image(s) have no pixel size (no DICOM PixelSpacing, no manifest pixel_mm column): their "
-                    "cortical width uses data.anatomy.mcw.pixel_mm = %s mm", n_default, anatomy["mcw"]["pixel_mm"])
+        mm = anatomy["mcw"]["pixel_mm"]
+        warn_once(log, f"{n_default} image(s) have no pixel size (no DICOM PixelSpacing, no manifest pixel_mm column): "
+                       f"their cortical width uses data.anatomy.mcw.pixel_mm = {mm} mm",
+                  f"{n_default} image(s) have no pixel size: cortical width at {mm} mm (as said above)")
     roi_dir = cache_dir / "roi" / skey
     memo = (str(cache_dir.resolve()), skey, akey, tuple(digs), tuple(manifest_boxes), tuple(pix), tuple(df["line"]))
     if memo in _LOADED:

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from osteo.cli import warn_once
 from osteo.data.cache import build_roi_cache
 from osteo.data.manifest import handle_bad_rows, load_manifest
 from osteo.data.normalise import normalise
@@ -150,9 +151,10 @@ class DprDataModule(pl.LightningDataModule):
             listing = "\n".join(f"  {path.name} line {r.line} ({r.image_rel}): {r.roi_status}"
                                  for r in df[flagged].itertuples())
             skip = self.roi.get("flagged", "skip") == "skip"
-            log.warning("%d image(s) where the mandible's border was not found with confidence (%s, "
-                        "data.roi.flagged=%s):\n%s", int(flagged.sum()),
-                        "left out" if skip else "used with the fixed box", "skip" if skip else "include", listing)
+            what = (f"{int(flagged.sum())} image(s) where the mandible's border was not found with confidence "
+                    f"({'left out' if skip else 'used with the fixed box'}, "
+                    f"data.roi.flagged={'skip' if skip else 'include'})")
+            warn_once(log, f"{what}:\n{listing}", f"{what}: listed above, at this process's first run")
             if skip:
                 df, rois = df[~flagged].reset_index(drop=True), rois[~flagged]
         s = self.split_cfg
