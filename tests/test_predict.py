@@ -198,7 +198,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_a_screening_that_stops_halfway_leaves_the_last_one_as_it_was(tiny_sweep, phantom_dir, tmp_path,
                                                                       monkeypatch, capsys):
-    """Ctrl-C after the first overlay was drawn: --out keeps the last screening's table and
+    """Ctrl-C after two overlays were drawn: --out keeps the last screening's table and
     overlays byte for byte, and no staging folder is left (before, the new overlays were written
     over the old ones, beside a predictions.csv that did not list them). A later --force screening
     of fewer images replaces cams/ whole: no overlay of an image it did not screen is left."""
