@@ -33,18 +33,27 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("osteo").setLevel(level)
 
 
-_SAID: set[str] = set()
+_SAID: dict[str, tuple[str, ...]] = {}   # message -> the log files open when it was said in full
+
+
+def _log_files() -> tuple[str, ...]:
+    """The files the root logger writes to (Hydra's per-job log: <run>/train.log)."""
+    return tuple(h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler))
 
 
 def warn_once(logger: logging.Logger, message: str, again: str) -> None:
     """Log the warning ``message`` the first time this process says it, and the one line ``again``
-    every later time: the runs of a sweep in one process (Hydra's basic launcher) would repeat the
-    same data warnings, with their lists of images, once per run."""
-    if message in _SAID:
-        logger.warning(again)
-    else:
-        _SAID.add(message)
+    every later time, followed by where the full message is: "(in full above)", or the log file
+    it went to where that is not among the current ones (a sweep's later job logs). The runs of a
+    sweep in one process (Hydra's basic launcher) would repeat the same data warnings, with their
+    lists of images, once per run."""
+    files = _log_files()
+    if message not in _SAID:
+        _SAID[message] = files
         logger.warning(message)
+        return
+    elsewhere = [f for f in _SAID[message] if f not in files]
+    logger.warning("%s (in full %s)", again, f"in {elsewhere[0]}" if elsewhere else "above")
 
 
 # The user-mistake exceptions of osteo's modules: (module, class name).

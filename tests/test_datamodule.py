@@ -86,28 +86,55 @@ def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_di
 
     import osteo.cli
 
-    monkeypatch.setattr(osteo.cli, "_SAID", set(), raising=False)   # what earlier tests in this process said
+    monkeypatch.setattr(osteo.cli, "_SAID", {}, raising=False)   # what earlier tests in this process said
 
     df = pd.read_csv(phantom_dir / "manifest.csv").drop(columns=["pixel_mm"])
     df["image"] = [str(phantom_dir / p) for p in df["image"]]
     manifest = tmp_path / "no_pixel_size.csv"
     df.to_csv(manifest, index=False)
     cfg = compose_cfg(tiny_overrides(tmp_path / "out", manifest, **{"data.cache_dir": roi_cache}))
+    root, opened = logging.getLogger(), []
+
+    def job_log(name):
+        """A per-job log file on the root logger in place of the last one, as Hydra opens one for
+        each run of a sweep."""
+        for h in opened:
+            root.removeHandler(h)
+        opened.append(logging.FileHandler(tmp_path / name))
+        root.addHandler(opened[-1])
+        return opened[-1]
+
     dm = instantiate(cfg.data)
     dm.progress = False
-    with caplog.at_level(logging.WARNING):
-        dm.prepare_data()
-        dm.setup()
-        dm.prepare_data()
-        dm.prepare_data()
-    said = [r for r in caplog.records if "have no pixel size" in r.getMessage()]
-    assert len(said) == 1 and said[0].getMessage().startswith(f"{len(df)} image(s)")
-    assert "no manifest pixel_mm column" in said[0].getMessage()
-    caplog.clear()
-    again = instantiate(cfg.data)        # the next run of a sweep
-    again.progress = False
-    with caplog.at_level(logging.WARNING):
-        again.prepare_data()
-    said = [r.getMessage() for r in caplog.records if "have no pixel size" in r.getMessage()]
-    assert said == [f"{len(df)} image(s) have no pixel size: cortical width at 0.1 mm (as said above)"]
+    first = job_log("run0.log")
+    try:
+        with caplog.at_level(logging.WARNING):
+            dm.prepare_data()
+            dm.setup()
+            dm.prepare_data()
+            dm.prepare_data()
+        said = [r for r in caplog.records if "have no pixel size" in r.getMessage()]
+        assert len(said) == 1 and said[0].getMessage().startswith(f"{len(df)} image(s)")
+        assert "no manifest pixel_mm column" in said[0].getMessage()
+        caplog.clear()
+        again = instantiate(cfg.data)        # the next run of a sweep, in the same job log
+        again.progress = False
+        with caplog.at_level(logging.WARNING):
+            again.prepare_data()
+        said = [r.getMessage() for r in caplog.records if "have no pixel size" in r.getMessage()]
+        assert said == [f"{len(df)} image(s) have no pixel size: cortical width at 0.1 mm (in full above)"]
+        caplog.clear()
+        # the run after that has its own job log, where nothing is "above": the line names the first's
+        job_log("run1.log")
+        third = instantiate(cfg.data)
+        third.progress = False
+        with caplog.at_level(logging.WARNING):
+            third.prepare_data()
+        said = [r.getMessage() for r in caplog.records if "have no pixel size" in r.getMessage()]
+        assert said == [f"{len(df)} image(s) have no pixel size: cortical width at 0.1 mm "
+                        f"(in full in {first.baseFilename})"]
+    finally:
+        for h in opened:
+            root.removeHandler(h)
+            h.close()
     assert len(dm.df) == len(df)

@@ -195,7 +195,7 @@ def build_roi_cache(df, roi: Mapping, cache_dir: str | Path, num_workers: int | 
         mm = anatomy["mcw"]["pixel_mm"]
         warn_once(log, f"{n_default} image(s) have no pixel size (no DICOM PixelSpacing, no manifest pixel_mm column): "
                        f"their cortical width uses data.anatomy.mcw.pixel_mm = {mm} mm",
-                  f"{n_default} image(s) have no pixel size: cortical width at {mm} mm (as said above)")
+                  f"{n_default} image(s) have no pixel size: cortical width at {mm} mm")
     roi_dir = cache_dir / "roi" / skey
     memo = (str(cache_dir.resolve()), skey, akey, tuple(digs), tuple(manifest_boxes), tuple(pix), tuple(df["line"]))
     if memo in _LOADED:

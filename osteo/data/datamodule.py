@@ -154,7 +154,7 @@ class DprDataModule(pl.LightningDataModule):
             what = (f"{int(flagged.sum())} image(s) where the mandible's border was not found with confidence "
                     f"({'left out' if skip else 'used with the fixed box'}, "
                     f"data.roi.flagged={'skip' if skip else 'include'})")
-            warn_once(log, f"{what}:\n{listing}", f"{what}: listed above, at this process's first run")
+            warn_once(log, f"{what}:\n{listing}", f"{what}: listed at this process's first run")
             if skip:
                 df, rois = df[~flagged].reset_index(drop=True), rois[~flagged]
         s = self.split_cfg
