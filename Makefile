@@ -26,11 +26,12 @@ demo: setup
 report: setup
 	$(BIN)/python -m osteo.report
 
+# The tests run in one worker per CPU (pytest-xdist), each test file's tests in one worker.
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n auto --dist loadfile
 
 test-all: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/data_pipeline.py

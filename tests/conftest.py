@@ -1,9 +1,16 @@
 """Shared fixtures: a small phantom set made once per session, and the real configs composed
-with tiny overrides."""
+with tiny overrides.
+
+Under pytest-xdist (``make test`` runs ``-n auto``) the session fixtures that build files (the
+phantom sets, the ROI cache, the tiny sweep) are built once for all workers: the first worker to
+need one builds it in the run's shared temporary folder under a file lock, the others wait and
+read it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -13,14 +20,35 @@ import pytest  # noqa: E402
 N_PHANTOMS = 240
 
 
+def _once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build`` fills, made once per test session: in a new temporary folder, or
+    under pytest-xdist in the folder the workers share (the first builds it under a lock, the
+    others wait for it; a build that failed is tried again by the next worker)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    import shutil
+
+    from filelock import FileLock
+
+    out = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{out}.lock"):
+        if not (out / ".built").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            (out / ".built").touch()
+    return out
+
+
 def _phantoms(tmp_path_factory, name: str, **params):
     """N_PHANTOMS full-size phantoms of seed 0 (other ``PhantomParams`` from ``params``) with
     manifest.csv, in a new temporary folder."""
     from osteo.data.phantom import PhantomParams, generate
 
-    out = tmp_path_factory.mktemp(name)
-    generate(out, PhantomParams(n=N_PHANTOMS, seed=0, **params), progress=False)
-    return out
+    return _once(tmp_path_factory, name,
+                 lambda out: generate(out, PhantomParams(n=N_PHANTOMS, seed=0, **params), progress=False))
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +71,7 @@ def roi_cache(tmp_path_factory):
     on the session's phantoms and do not test the cache itself: the first of them builds the
     ROIs (about 25 s for 240 phantoms), the others read them. Activations, splits and runs stay
     in each test's own outputs."""
-    return tmp_path_factory.mktemp("roi-cache")
+    return _once(tmp_path_factory, "roi-cache", lambda out: None)
 
 
 def tiny_overrides(outputs, manifest=None, **extra) -> list[str]:
@@ -70,13 +98,14 @@ def tiny_sweep(tmp_path_factory, phantom_dir, roi_cache):
     from osteo.config import compose
     from osteo.train import train
 
-    root = tmp_path_factory.mktemp("sweep")
-    runs = root / "sweeps" / "finetune_depth"
-    for depth in (1, 5):
-        for fold in (0, 1):
-            cfg = compose(tiny_overrides(root, phantom_dir / "manifest.csv", depth=depth, fold=fold,
-                                         **{"data.split.n_folds": 2, "trainer.max_epochs": 6,
-                                            "model.optimizer.lr": 3e-4, "weights": "none",
-                                            "data.cache_dir": roi_cache}))
-            train(cfg, runs / f"backbone=vgg16_tiny,depth={depth},fold={fold}")
-    return root
+    def build(root: Path) -> None:
+        runs = root / "sweeps" / "finetune_depth"
+        for depth in (1, 5):
+            for fold in (0, 1):
+                cfg = compose(tiny_overrides(root, phantom_dir / "manifest.csv", depth=depth, fold=fold,
+                                             **{"data.split.n_folds": 2, "trainer.max_epochs": 6,
+                                                "model.optimizer.lr": 3e-4, "weights": "none",
+                                                "data.cache_dir": roi_cache}))
+                train(cfg, runs / f"backbone=vgg16_tiny,depth={depth},fold={fold}")
+
+    return _once(tmp_path_factory, "sweep", build)
