@@ -3,8 +3,9 @@ reads anything.
 
 One rule per setting (``RULES``): a setting whose value the rule does not accept is a user's
 mistake, reported as one line per setting (``SettingError``) instead of the traceback that
-torch, scikit-learn or Lightning would give minutes later. The model's own settings (backbone,
-depth, weights) are checked by ``osteo.models.backbones``; the split's fold by the split itself.
+torch, scikit-learn or Lightning would give minutes later. The model's other settings (backbone,
+weights) are checked by ``osteo.models.backbones``, which loads timm; the split's fold by the
+split itself. This module loads neither torch nor timm: a mistake here is said in seconds.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _patterns(v: object) -> bool:
 # setting -> (accepts(value), what to give instead)
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": whole_at_least(0),
+    "depth": ((lambda v: is_whole_number(v) and 0 <= v <= 5),
+              "give a whole number 0..5 (how many of the backbone's 5 blocks train; 0 trains the head only)"),
     "data.batch_size": whole_at_least(1),
     "data.num_workers": whole_at_least(0),
     "data.roi.scale": number_above(0),

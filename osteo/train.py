@@ -27,7 +27,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from osteo.config import CONF_DIR
@@ -138,6 +137,8 @@ def finished(out_dir: Path, cfg: DictConfig, data: dict | None = None) -> dict |
 
 def resolve_device(cfg: DictConfig) -> tuple[str, str, bool]:
     """(accelerator, precision, channels_last) for this machine and config."""
+    import torch
+
     cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     if cfg.trainer.accelerator in ("gpu", "cuda") and not cuda:
         log.warning("trainer.accelerator=%s, but torch sees no CUDA device: training on the CPU",
@@ -175,6 +176,8 @@ def make_trainer(cfg: DictConfig, accel: str, precision: str):
 
 def predict_probs(trainer, model, loader) -> tuple[np.ndarray, np.ndarray]:
     """(manifest row indices [N], probabilities of class 1 [N]) over one dataloader."""
+    import torch
+
     outs = trainer.predict(model, dataloaders=loader, return_predictions=True)
     idx = torch.cat([o["idx"] for o in outs]).numpy()
     prob = torch.cat([o["prob"] for o in outs]).numpy()
@@ -233,7 +236,19 @@ def _fit(trainer, model, dm) -> None:
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train, pick the best checkpoint by validation AUC, score validation and test once,
     and write the run's files into ``out_dir``. Returns the metrics dict."""
+    from osteo.settings import check_settings
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.run_dir = str(out_dir)
+    # settings no run can use, one line each, before anything is read or written (the data's ROI
+    # cache takes minutes on a new data set; an earlier run's files in out_dir are not cleared),
+    # and the plain numbers before torch, timm and Lightning are loaded (seconds)
+    check_settings(cfg)
+
     import pytorch_lightning as pl
+    import torch
     from hydra.utils import instantiate
 
     from osteo.checkpoints import load_state_dict, save_state_dict
@@ -243,15 +258,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     from osteo.models.weights import parse_weights
     from osteo.provenance import provenance
     from osteo.runs import WEIGHTS_FILE
-    from osteo.settings import check_settings
 
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.run_dir = str(out_dir)
-    # settings no run can use, one line each, before anything is read or written (the data's ROI
-    # cache takes minutes on a new data set; an earlier run's files in out_dir are not cleared)
-    check_settings(cfg)
     check_depth(cfg.model.depth)
     check_backbone(cfg.model.backbone)
     check_weights(cfg.model.backbone, cfg.model.weights, cfg.paths.weights)

@@ -15,7 +15,7 @@ import timm
 import torch
 from torch import nn
 
-import osteo.models  # noqa: F401  (registers the small VGGs)
+import osteo.models.small_vgg  # noqa: F401  (registers the small VGGs with timm)
 from osteo.models.weights import parse_weights
 
 
