@@ -6,10 +6,15 @@ torch and torchmetrics (seconds to import) are loaded at the first metric, not w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
 
-def _t(a):
+
+def _t(a) -> torch.Tensor:
     """A float64 tensor of its own (a copy: torch warns on, and must not write through, a read-only
     array such as a pandas column's)."""
     import torch

@@ -25,6 +25,14 @@ def is_whole_number(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+DEPTH_HINT = "give a whole number 0..5 (how many of the backbone's 5 blocks train; 0 trains the head only)"
+
+
+def is_depth(v: object) -> bool:
+    """True for a fine-tune depth: a whole number 0..5 (the backbone's blocks that train)."""
+    return is_whole_number(v) and 0 <= v <= 5
+
+
 def _is_list(v: object) -> bool:
     from omegaconf import ListConfig
 
@@ -59,8 +67,7 @@ def _patterns(v: object) -> bool:
 # setting -> (accepts(value), what to give instead)
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": whole_at_least(0),
-    "depth": ((lambda v: is_whole_number(v) and 0 <= v <= 5),
-              "give a whole number 0..5 (how many of the backbone's 5 blocks train; 0 trains the head only)"),
+    "depth": (is_depth, DEPTH_HINT),
     "data.batch_size": whole_at_least(1),
     "data.num_workers": whole_at_least(0),
     "data.roi.scale": number_above(0),

@@ -259,7 +259,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     from osteo.provenance import provenance
     from osteo.runs import WEIGHTS_FILE
 
-    check_depth(cfg.model.depth)
+    check_depth(cfg.model.depth)   # a model.depth given directly, which the 'depth' rule does not see
     check_backbone(cfg.model.backbone)
     check_weights(cfg.model.backbone, cfg.model.weights, cfg.paths.weights)
     for pattern in cfg.get("ignore_warnings") or []:

@@ -29,11 +29,10 @@ class ModelConfigError(ValueError):
 
 def check_depth(depth: object) -> int:
     """``depth`` as an int, or ``ModelConfigError`` unless it is a whole number 0..5."""
-    from osteo.settings import is_whole_number
+    from osteo.settings import DEPTH_HINT, is_depth
 
-    if not is_whole_number(depth) or not 0 <= depth <= 5:
-        raise ModelConfigError(f"depth={depth}: give a whole number 0..5 (how many of the backbone's 5 blocks "
-                               "train; 0 trains the head only)")
+    if not is_depth(depth):
+        raise ModelConfigError(f"depth={depth}: {DEPTH_HINT}")
     return int(depth)
 
 
