@@ -44,7 +44,7 @@ def _once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
 
 def _phantoms(tmp_path_factory, name: str, **params):
     """N_PHANTOMS full-size phantoms of seed 0 (other ``PhantomParams`` from ``params``) with
-    manifest.csv, in a new temporary folder."""
+    manifest.csv, in a folder made once per session (``_once``)."""
     from osteo.data.phantom import PhantomParams, generate
 
     return _once(tmp_path_factory, name,
