@@ -59,7 +59,7 @@ def warn_once(logger: logging.Logger, message: str, again: str) -> None:
 # The user-mistake exceptions of osteo's modules: (module, class name).
 USER_ERROR_CLASSES = (
     ("osteo.data.manifest", "ManifestError"), ("osteo.data.splits", "SplitError"),
-    ("osteo.data.images", "ImageReadError"), ("osteo.models.backbones", "PretrainedWeightsError"),
+    ("osteo.data.images", "ImageReadError"), ("osteo.models.weights", "PretrainedWeightsError"),
     ("osteo.models.backbones", "ModelConfigError"), ("osteo.settings", "SettingError"),
     ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),   # a trainer setting
     ("osteo.train", "RunConflictError"), ("osteo.checkpoints", "UnsafeCheckpointError"),

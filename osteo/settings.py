@@ -106,9 +106,27 @@ REPORT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
-def check_settings(cfg: DictConfig, rules: dict = RULES) -> None:
+def fold_in_folds(cfg: DictConfig) -> str | None:
+    """The line for a validation fold that is not one of the split's parts 0..n_folds-1, or None
+    (also when the config has no fold, or n_folds is itself wrong: its own rule says that). The
+    split would say it too, but only after the phantoms and the ROI cache are built (minutes)."""
+    fold = OmegaConf.select(cfg, "data.fold", default=None)
+    n = OmegaConf.select(cfg, "data.split.n_folds", default=None)
+    if fold is None or not (is_whole_number(n) and n >= 2) or (is_whole_number(fold) and 0 <= fold < n):
+        return None
+    key = "fold" if OmegaConf.select(cfg, "fold", default=None) == fold else "data.fold"
+    return f"{key}={fold}: give a whole number 0..{n - 1} (the validation part of data.split.n_folds={n})"
+
+
+# rules between settings: cfg -> the line for what is wrong, or None
+RELATIONS: tuple[Callable[[DictConfig], str | None], ...] = (fold_in_folds,)
+
+
+def check_settings(cfg: DictConfig, rules: dict = RULES,
+                   relations: tuple[Callable[[DictConfig], str | None], ...] = RELATIONS) -> None:
     """Raise ``SettingError`` naming every setting of ``cfg`` that its rule rejects, with its
-    value and what to give instead; settings the config does not have are not checked."""
+    value and what to give instead, and every relation between settings that fails;
+    settings the config does not have are not checked."""
     bad = []
     for key, (accepts, hint) in rules.items():
         value = OmegaConf.select(cfg, key, default=KeyError)
@@ -116,5 +134,6 @@ def check_settings(cfg: DictConfig, rules: dict = RULES) -> None:
             continue
         if not accepts(value):
             bad.append(f"{key}={value}: {hint}")
+    bad += [line for line in (relation(cfg) for relation in relations) if line]
     if bad:
         raise SettingError("\n".join(bad))

@@ -233,9 +233,29 @@ def _fit(trainer, model, dm) -> None:
         raise KeyboardInterrupt from None
 
 
+def check_data(cfg: DictConfig) -> None:
+    """Raise ``ManifestError`` or ``SplitError`` for a manifest (``data.manifest``) with bad rows
+    (unless ``data.skip_bad_rows``) or too few patients for the split, reading only the CSV and
+    the images' names (pandas, no torch): ``train`` says it in seconds, before the ROI cache. The
+    data module checks the rows again, and the split once the images that fail are left out; the
+    built-in phantoms are not checked here (they are made when the data module first needs them)."""
+    from osteo.data.manifest import handle_bad_rows, load_manifest
+    from osteo.data.splits import check_split_sizes
+
+    d = cfg.data
+    if not d.manifest:
+        return
+    bad: list = []
+    df = load_manifest(d.manifest, d.label.threshold, d.label.inclusive, bad_out=bad)
+    if bad and not d.skip_bad_rows:
+        handle_bad_rows(Path(d.manifest), bad, False, None, "bad row(s)")
+    check_split_sizes(df, d.split.get("test_per_class"), d.split.get("test_fraction"), int(d.split.n_folds))
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train, pick the best checkpoint by validation AUC, score validation and test once,
     and write the run's files into ``out_dir``. Returns the metrics dict."""
+    from osteo.models.weights import check_weights_file
     from osteo.settings import check_settings
 
     out_dir = Path(out_dir).resolve()
@@ -244,8 +264,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         cfg.run_dir = str(out_dir)
     # settings no run can use, one line each, before anything is read or written (the data's ROI
     # cache takes minutes on a new data set; an earlier run's files in out_dir are not cleared),
-    # and the plain numbers before torch, timm and Lightning are loaded (seconds)
+    # and the plain numbers, a missing weights file, the manifest's rows and the split's sizes
+    # before torch, timm and Lightning are loaded (seconds)
     check_settings(cfg)
+    check_weights_file(cfg.model.weights)
+    if not (out_dir / "metrics.json").exists():   # a finished run is compared (and skipped) below, as before
+        check_data(cfg)
 
     import pytorch_lightning as pl
     import torch

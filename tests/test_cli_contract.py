@@ -548,14 +548,26 @@ def test_a_one_line_error_does_not_load_torch():
     assert "no such folder or file" in r.stderr
 
 
-@pytest.mark.parametrize("setting,text", [("depth=7", "depth=7: give a whole number 0..5"),
-                                          ("data.batch_size=0", "data.batch_size=0: give a whole number of 1 or")])
-def test_a_bad_number_for_train_is_said_before_torch_is_loaded(setting, text, tmp_path):
-    """``python -m osteo.train`` checks its plain numbers (osteo.settings, the depth among them)
-    before it loads torch, timm or Lightning: a typo is answered in seconds, not after the
-    imports (about 12 s on a 2-core machine)."""
+@pytest.mark.parametrize("settings,text", [
+    (["depth=7"], "depth=7: give a whole number 0..5"),
+    (["data.batch_size=0"], "data.batch_size=0: give a whole number of 1 or"),
+    (["fold=7"], "fold=7: give a whole number 0..4 (the validation part of data.split.n_folds=5)"),
+    (["data.split.n_folds=3", "fold=3"], "fold=3: give a whole number 0..2"),
+    (["weights=nope.safetensors"], "weights file {tmp}/nope.safetensors not found: pass an existing"),
+    (["data.manifest={bad}"], "{tmp}/bad/manifest.csv: 1 bad row(s):\n  manifest.csv line 4 (i2.png): column "
+                              "'t_score': 'low' is not a number"),
+    (["data.manifest={good}"], "class 0 has 4 patient(s) (4 images): too few to hold out 68 for testing"),
+])
+def test_a_bad_setting_or_manifest_for_train_is_said_before_torch_is_loaded(settings, text, tmp_path):
+    """``python -m osteo.train`` checks its plain numbers (osteo.settings, the depth and the fold
+    among them), a missing weights file, the manifest's rows and whether the split can be drawn
+    from them before it loads torch, timm or Lightning, and before the ROI cache: a typo is
+    answered in seconds, not after the imports (about 12 s on a 2-core machine) or the cache
+    (minutes on a real data set; the fold and the split were said only after it)."""
+    files = {"bad": dataset(tmp_path / "bad", rows=with_row({"t_score": "low"})), "good": dataset(tmp_path / "good")}
+    args = [a.format(**files) for a in settings]
     code = ("import runpy, sys\n"
-            f"sys.argv = ['osteo.train', {setting!r}]\n"
+            f"sys.argv = ['osteo.train', *{args!r}]\n"
             "try:\n"
             "    runpy.run_module('osteo.train', run_name='__main__', alter_sys=True)\n"
             "except SystemExit as e:\n"
@@ -564,4 +576,6 @@ def test_a_bad_number_for_train_is_said_before_torch_is_loaded(setting, text, tm
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
                        cwd=tmp_path)
     assert r.stdout.splitlines()[-1].split() == ["2", "False", "False"], r.stdout + r.stderr[-2000:]
-    assert f"osteo: error: {text}" in r.stderr and "Traceback" not in r.stderr
+    assert f"osteo: error: {text.format(tmp=tmp_path)}" in r.stderr and "Traceback" not in r.stderr
+    out = tmp_path / "outputs"
+    assert not (out / "cache").exists() and not (out / "data").exists(), sorted(out.rglob("*"))

@@ -77,6 +77,19 @@ def test_bad_image_in_manifest_stops_with_its_line(compose_cfg, tmp_path, phanto
     assert len(dm.df) == 239
 
 
+def test_a_split_the_rows_cannot_give_is_said_before_the_roi_cache(compose_cfg, tmp_path, phantom_dir):
+    """The split's sizes are checked on the manifest's rows before any image is read: the ROI
+    cache of a real data set takes minutes, and the split used to fail only after it."""
+    from osteo.data.splits import SplitError
+
+    cfg = compose_cfg(tiny_overrides(tmp_path / "out", phantom_dir / "manifest.csv",
+                                     **{"data.split.test_per_class": 200, "data.cache_dir": tmp_path / "cache"}))
+    dm = instantiate(cfg.data)
+    with pytest.raises(SplitError, match="too few to hold out 200 for testing"):
+        dm.setup()
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
 def test_data_warnings_are_logged_once_per_run(compose_cfg, tmp_path, phantom_dir, roi_cache, caplog, monkeypatch):
     """Lightning calls prepare_data at fit, test and predict: the manifest is read, and its
     warnings (here: images without a pixel size) logged, once per data module; the next run of

