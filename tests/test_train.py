@@ -172,9 +172,9 @@ def test_rerun_skips_and_failure_is_recorded(compose_cfg, tmp_path, phantom_dir,
     assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == stamp
     bad = cfg_for(compose_cfg, tmp_path, phantom_dir, roi_cache, fold=7)
     assert run(bad, tmp_path / "bad", in_sweep=True) is None
-    assert "fold 7 does not exist" in (tmp_path / "bad" / "error.txt").read_text()
+    assert "fold=7: give a whole number 0..4" in (tmp_path / "bad" / "error.txt").read_text()
     assert not (tmp_path / "bad" / "metrics.json").exists()
-    with pytest.raises(Exception, match="fold 7"):
+    with pytest.raises(Exception, match="fold=7: give a whole number"):
         run(bad, tmp_path / "bad2", in_sweep=False)
 
 
