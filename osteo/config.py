@@ -26,15 +26,119 @@ CONF_DIR = _conf_dir()
 
 def compose(overrides: list[str] | None = None, config_name: str = "train",
             return_hydra_config: bool = False) -> DictConfig:
-    """The config ``config_name`` with ``overrides`` (Hydra syntax), resolved on access."""
+    """The config ``config_name`` with ``overrides`` (Hydra syntax), resolved on access. An
+    override Hydra cannot read or apply (a misspelt key, an unknown group option) raises
+    ``osteo.cli.UserError`` with one line (``override_error``)."""
     from hydra import compose as _compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
+    overrides = list(overrides or [])
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name=config_name, overrides=list(overrides or []),
-                        return_hydra_config=return_hydra_config)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return _compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+    except HydraException as e:   # composing: an override it cannot read or apply (or a broken conf/)
+        raise override_error(e, overrides, config_name) from None
+
+
+def check_command_line(argv: list[str], config_name: str) -> None:
+    """Compose ``config_name`` with the overrides of a Hydra command line (``argv``: train's or
+    the report's arguments; a sweep's first value of each swept setting), so that an override
+    Hydra cannot read or apply is one ``UserError`` line before Hydra runs (Hydra prints several
+    lines and exits 1). Command lines that change what Hydra composes or ask it for something
+    else (--help, --cfg, --info, --config-dir/-path/-name, --experimental-rerun,
+    hydra.searchpath) are left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    try:
+        a, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:   # a flag Hydra itself cannot read: Hydra says so
+        return
+    if (a.help or a.hydra_help or a.cfg or a.info or a.shell_completion or a.config_path or a.config_name
+            or a.config_dir or a.experimental_rerun or any("hydra.searchpath" in o for o in a.overrides)):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(a.overrides)
+    except OverrideParseException as e:
+        raise override_error(e, a.overrides, config_name) from None
+    first = []
+    for o in parsed:   # the first job's value of a swept setting (fold=0,1 -> fold=0)
+        if o.is_sweep_override():
+            try:
+                value = next(iter(o.sweep_string_iterator()), None)
+            except HydraException:   # glob() needs the config's options: Hydra checks it itself
+                value = None
+            if value is None:
+                continue
+            first.append(f"{o.get_key_element()}={value}")
+        else:
+            first.append(o.input_line)
+    compose(first, config_name, return_hydra_config=True)
+
+
+def _settings(cfg, prefix: str = "") -> list[str]:
+    """Every setting's dotted key in ``cfg`` (without Hydra's own)."""
+    from omegaconf import OmegaConf
+
+    keys = []
+    for k in cfg.keys() if OmegaConf.is_dict(cfg) else []:
+        key = f"{prefix}{k}"
+        child = cfg._get_node(k)
+        keys += _settings(child, f"{key}.") if OmegaConf.is_dict(child) else [key]
+    return keys
+
+
+def override_error(e: Exception, overrides: list[str], config_name: str) -> Exception:
+    """One line for Hydra's error about an override: which override, what is wrong and what to
+    write instead (a close setting or option where there is one); ``osteo.cli.UserError``. Hydra
+    prints several lines of its own and exits 1 (train, report) or raises with a traceback
+    (the commands that compose from code)."""
+    import difflib
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    from osteo.cli import UserError
+
+    command = f"python -m osteo.{'report' if config_name == 'report' else 'train'} --cfg job"
+    first = (str(e).strip().splitlines() or [""])[0]
+    if not isinstance(e, ConfigCompositionException):   # Hydra could not read an override
+        parser = OverridesParser.create()
+        for o in overrides:
+            try:
+                parser.parse_overrides([o])
+            except OverrideParseException as bad:   # ["Error parsing override 'o'",] why, "See <link>"
+                why = next((ln for ln in str(bad).strip().splitlines()
+                            if ln.strip() and not ln.startswith(("Error parsing override", "See "))), first)
+                return UserError(f"{o}: not an override Hydra can read ({why}); write setting=value, e.g. "
+                                 "data.roi.scale=0.5, quoting a value with spaces, commas or brackets")
+        return e
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, name = e.missing_cfg_file.rsplit("/", 1)
+        options = sorted(e.options or [])
+        close = difflib.get_close_matches(name, options, n=2)
+        given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0].split("@")[0] == group), f"{group}={name}")
+        return UserError(f"{given}: no {group} config named {name!r}"
+                         + (f"; did you mean {' or '.join(close)}?" if close else "")
+                         + (f" (the {group} configs: {', '.join(options)})" if options else ""))
+    m = re.match(r"Could not override '([^']+)'", first)
+    if m:
+        key = m.group(1)
+        given = next((o for o in overrides if o.split("=", 1)[0] == key), key)
+        try:
+            keys = _settings(compose([], config_name))
+        except Exception:  # noqa: BLE001 - the hint is a nicety; the line says what is wrong without it
+            keys = []
+        close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+        return UserError(f"{given}: the {config_name} config has no setting {key}"
+                         + (f"; did you mean {' or '.join(close)}?" if close else "")
+                         + f" ({command} lists the settings; +{given} adds a new one)")
+    return UserError(f"{' '.join(overrides)}: {first}")
 
 
 def outputs_root() -> Path:

@@ -453,6 +453,11 @@ def main(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from osteo.cli import user_errors_exit
+    from osteo.config import check_command_line
+
+    with user_errors_exit():   # a misspelt setting or group option: one line, exit 2 (Hydra: several, exit 1)
+        check_command_line(sys.argv[1:], "train")
     try:
         main()
     except KeyboardInterrupt:

@@ -473,6 +473,33 @@ def test_train_with_a_bad_model_setting_is_one_line_before_the_data(setting, tex
     assert not (out / "splits").exists() and not (out / "cache").exists(), sorted(out.rglob("*"))
 
 
+@pytest.mark.parametrize("module,args,line", [
+    ("osteo.train", ["data.roi.scal=0.5"], "data.roi.scal=0.5: the train config has no setting data.roi.scal; "
+                                           "did you mean data.roi.scale?"),
+    ("osteo.train", ["-m", "fold=0,1", "backbon=vgg16"], "backbon=vgg16: the train config has no setting backbon; "
+                                                        "did you mean backbone?"),
+    ("osteo.train", ["+sweep=finetun_depth"], "+sweep=finetun_depth: no sweep config named 'finetun_depth'; "
+                                              "did you mean finetune_depth?"),
+    ("osteo.train", ["outputs/x.png"], "outputs/x.png: not an override Hydra can read"),
+    ("osteo.report", ["report.sensitivity_targt=0.9"], "report.sensitivity_targt=0.9: the report config has no "
+                                                       "setting report.sensitivity_targt; did you mean "
+                                                       "report.sensitivity_target?"),
+    ("osteo.data.preview", ["{manifest}", "data.roi.scale=[1", "--out", "sheet.png"],
+     "data.roi.scale=[1: not an override Hydra can read (no viable alternative at input '[1')"),
+])
+def test_a_misspelt_override_is_one_line(module, args, line, tmp_path):
+    """The commonest mistake on a Hydra command line, a setting or option spelt wrong (or a path
+    where an override goes), is one line naming it and the nearest right one, exit 2. Hydra
+    itself printed four to fifteen lines ending in 'Set the environment variable
+    HYDRA_FULL_ERROR=1', exit 1; the commands that compose from code gave a traceback."""
+    m = dataset(tmp_path / "data")
+    r = hydra_cli(module, [a.format(manifest=m) for a in args], tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"osteo: error: {line}"), r.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "sheet.png").exists()
+
+
 def test_errors_of_a_module_run_as_main_are_one_line(tmp_path):
     """``python -m osteo.data.phantom`` and ``python -m osteo.train`` raise their own error
     classes from ``__main__``, other classes than those of the imported modules: a bad params

@@ -42,6 +42,11 @@ def _translate_flags(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0]] + _translate_flags(sys.argv[1:])
+    from osteo.cli import user_errors_exit
+    from osteo.config import check_command_line
+
+    with user_errors_exit():   # a misspelt setting or group option: one line, exit 2 (Hydra: several, exit 1)
+        check_command_line(sys.argv[1:], "report")
     try:
         main()
     except KeyboardInterrupt:
