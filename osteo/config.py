@@ -81,15 +81,27 @@ def check_command_line(argv: list[str], config_name: str) -> None:
 
 
 def _settings(cfg, prefix: str = "") -> list[str]:
-    """Every setting's dotted key in ``cfg`` (without Hydra's own)."""
+    """Every dotted key in ``cfg``, groups of settings (``data.roi``) and settings alike."""
     from omegaconf import OmegaConf
 
     keys = []
     for k in cfg.keys() if OmegaConf.is_dict(cfg) else []:
         key = f"{prefix}{k}"
         child = cfg._get_node(k)
-        keys += _settings(child, f"{key}.") if OmegaConf.is_dict(child) else [key]
+        keys += [key] + (_settings(child, f"{key}.") if OmegaConf.is_dict(child) else [])
     return keys
+
+
+def _close_settings(key: str, keys: list[str]) -> list[str]:
+    """Up to two keys of ``keys`` near ``key``: beside it (same parent, a close last part), or
+    as deep (the whole dotted key close: ``dat.roi.scale``)."""
+    import difflib
+
+    parent, _, leaf = key.rpartition(".")
+    beside = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
+    close = [beside[m] for m in difflib.get_close_matches(leaf, list(beside), n=2, cutoff=0.6)]
+    level = [k for k in keys if k.count(".") == key.count(".")]
+    return close or difflib.get_close_matches(key, level, n=2, cutoff=0.8)
 
 
 def override_error(e: Exception, overrides: list[str], config_name: str) -> Exception:
@@ -134,7 +146,7 @@ def override_error(e: Exception, overrides: list[str], config_name: str) -> Exce
             keys = _settings(compose([], config_name))
         except Exception:  # noqa: BLE001 - the hint is a nicety; the line says what is wrong without it
             keys = []
-        close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+        close = _close_settings(key, keys)
         return UserError(f"{given}: the {config_name} config has no setting {key}"
                          + (f"; did you mean {' or '.join(close)}?" if close else "")
                          + f" ({command} lists the settings; +{given} adds a new one)")

@@ -265,6 +265,19 @@ def test_cli_writes_a_row_per_image_and_says_which_failed(tmp_path, subjects, ca
     assert run_cli(mandible_main, [str(tmp_path / "other"), "--out", str(tmp_path / "o.csv")]) == 2
     err = capsys.readouterr().err
     assert "no images found" in err and "it holds 2 .gif, 1 (no suffix), 1 .heic files" in err, err
+    # config overrides after the inputs are overrides, not missing files (argparse gave them to the
+    # inputs: 'data.anatomy.box.bottom_margin_px=40: error: file not found', exit 1); one spelt
+    # wrong is one line naming the right one, before any image is read
+    moved = tmp_path / "moved.csv"
+    assert run_cli(mandible_main, [str(tmp_path / "dpr.png"), "data.anatomy.box.bottom_margin_px=40",
+                                   "--out", str(moved)]) == 0
+    # the border 40 px above the box's bottom instead of 20: the box 20 px lower
+    assert pd.read_csv(moved)["roi_y0"].iloc[0] == by[("dpr.png", "default")].roi_y0 + 20
+    capsys.readouterr()
+    assert run_cli(mandible_main, [str(tmp_path / "dpr.png"), "data.anatomy.box.bottom_margin=40",
+                                   "--out", str(tmp_path / "typo.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean data.anatomy.box.bottom_margin_px" in err and not (tmp_path / "typo.csv").exists(), err
 
 
 def test_dicom_pixel_spacing_sets_the_mm_scale(tmp_path):

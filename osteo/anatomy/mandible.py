@@ -134,10 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     from osteo.io import atomic_write_csv
 
     setup_logging()
+    # argparse gives the positional inputs every plain argument: a 'key=value' that is no file is an override
+    given = [i for i in a.inputs if "=" in i and not Path(i).exists()]
+    a.inputs, overrides = [i for i in a.inputs if i not in given], given + overrides
     bad = [o for o in overrides if "=" not in o]
-    if bad:
+    if bad or not a.inputs:
         raise UserError(f"unknown argument(s) {' '.join(bad)}: give image paths, --out FILE, --border, "
-                        "or config overrides such as data.anatomy.box.bottom_margin_px=12")
+                        "or config overrides such as data.anatomy.box.bottom_margin_px=12" if bad else
+                        "no images given: pass image files, folders or a manifest CSV before the overrides")
+    cfg = compose(overrides)   # a misspelt override is said before any image is read
     out = Path(a.out)
     if out.suffix.lower() != ".csv":
         raise UserError(f"--out {a.out}: the result is a table; give a .csv path")
@@ -149,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         raise no_images_error(a.inputs)
     missing = [str(i.path) for i in images if not i.path.is_file()]
-    cfg = compose(overrides)
     roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
     anatomy = OmegaConf.to_container(cfg.data.anatomy, resolve=True)
     rows = analyse_files(images, roi, anatomy)
