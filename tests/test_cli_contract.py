@@ -404,13 +404,18 @@ def test_predict_on_an_empty_folder_leaves_nothing(tiny_sweep, tmp_path, capsys)
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("case", ["missing model", "manifest without image column", "batch size 0"])
+@pytest.mark.parametrize("case", ["missing model", "manifest without image column", "batch size 0", "missing input"])
 def test_predict_bad_arguments(case, tiny_sweep, tmp_path, capsys):
+    """... and an input path that does not exist (a typo) is one line, exit 2, where it was a
+    table with one 'error: file not found' row, exit 1, after the models were loaded."""
     from osteo.predict import main
 
     png(tmp_path / "x.png")
     model = str(run_dir(tiny_sweep))
-    if case == "missing model":
+    if case == "missing input":
+        args, text = [str(tmp_path / "x.png"), str(tmp_path / "y.png"), "--model", model], \
+            f"osteo: error: {tmp_path / 'y.png'}: no such file or folder; pass image files"
+    elif case == "missing model":
         args, text = [str(tmp_path / "x.png"), "--model", str(tmp_path / "nope")], "not found"
     elif case == "manifest without image column":
         (tmp_path / "m.csv").write_text("file,patient_id\nx.png,p1\n")

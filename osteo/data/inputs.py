@@ -102,7 +102,13 @@ def find_inputs(inputs: list[str], skip: Sequence[str | Path] = ()) -> list[Inpu
     """The images of ``inputs``: files, folders (recursively, as ``folder_images`` reads them:
     never ``skip`` folders below them, osteo's own outputs, nor folders of masks; only the
     ``images/`` folders where there are some; what is left out is logged) and manifest CSVs
-    (their 'image' column, with 'roi_x0'/'roi_y0' and 'pixel_mm' where given)."""
+    (their 'image' column, with 'roi_x0'/'roi_y0' and 'pixel_mm' where given). An input that
+    does not exist is a ``UserError`` naming it (a typo on the command line, said before any model
+    is loaded); a manifest's row whose image is missing is left to the caller, as any other
+    image that cannot be read."""
+    missing = [s for s in inputs if not Path(s).exists()]
+    if missing:
+        raise UserError(f"{', '.join(missing)}: no such file or folder; pass image files, folders or a manifest CSV")
     out: list[InputImage] = []
     for s in inputs:
         p = Path(s)
