@@ -138,10 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     given = [i for i in a.inputs if "=" in i and not Path(i).exists()]
     a.inputs, overrides = [i for i in a.inputs if i not in given], given + overrides
     bad = [o for o in overrides if "=" not in o]
-    if bad or not a.inputs:
+    if bad:
         raise UserError(f"unknown argument(s) {' '.join(bad)}: give image paths, --out FILE, --border, "
-                        "or config overrides such as data.anatomy.box.bottom_margin_px=12" if bad else
-                        "no images given: pass image files, folders or a manifest CSV before the overrides")
+                        "or config overrides such as data.anatomy.box.bottom_margin_px=12")
+    if not a.inputs:
+        raise UserError("no images given: pass image files, folders or a manifest CSV before the overrides")
     cfg = compose(overrides)   # a misspelt override is said before any image is read
     out = Path(a.out)
     if out.suffix.lower() != ".csv":
