@@ -3,9 +3,11 @@ reads anything.
 
 One rule per setting (``RULES``): a setting whose value the rule does not accept is a user's
 mistake, reported as one line per setting (``SettingError``) instead of the traceback that
-torch, scikit-learn or Lightning would give minutes later. The model's other settings (backbone,
-weights) are checked by ``osteo.models.backbones``, which loads timm; the split's fold by the
-split itself. This module loads neither torch nor timm: a mistake here is said in seconds.
+torch, scikit-learn or Lightning would give minutes later; rules between settings
+(``RELATIONS``: the fold among the split's parts) add their lines. The model's other settings
+(backbone, pretrained weights) are checked by ``osteo.models.backbones``, which loads timm (a
+weights file that does not exist by ``osteo.models.weights``, which does not). This module loads
+neither torch nor timm: a mistake here is said in seconds.
 """
 
 from __future__ import annotations
