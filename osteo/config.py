@@ -7,6 +7,7 @@ the same files as the package data ``osteo/conf/`` (pyproject maps one onto the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -43,16 +44,21 @@ def compose(overrides: list[str] | None = None, config_name: str = "train",
         raise override_error(e, overrides, config_name) from None
 
 
-def check_command_line(argv: list[str], config_name: str) -> None:
+def check_command_line(argv: list[str], config_name: str,
+                       check: Callable[[DictConfig], None] | None = None) -> None:
     """Compose ``config_name`` with the overrides of a Hydra command line (``argv``: train's or
-    the report's arguments; a sweep's first value of each swept setting), so that an override
-    Hydra cannot read or apply is one ``UserError`` line before Hydra runs (Hydra prints several
-    lines and exits 1). Command lines that change what Hydra composes or ask it for something
-    else (--help, --cfg, --info, --config-dir/-path/-name, --experimental-rerun,
-    hydra.searchpath) are left to Hydra."""
+    the report's arguments), so that an override Hydra cannot read or apply is one ``UserError``
+    line before Hydra runs (Hydra prints several lines and exits 1), and pass the config to
+    ``check`` (which raises a user error for settings no run can use). A multirun is checked job
+    by job (``sweep_jobs``): every job that brings a value not seen in an earlier job is composed
+    and checked, so a bad value in a sweep is said before its first job runs, not at the end of
+    the sweep. Command lines that change what Hydra composes or ask it for something else
+    (--help, --cfg, --info, --config-dir/-path/-name, --experimental-rerun, hydra.searchpath)
+    are left to Hydra."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, OverrideParseException
+    from hydra.types import RunMode
 
     try:
         a, _ = get_args_parser().parse_known_args(argv)
@@ -77,7 +83,38 @@ def check_command_line(argv: list[str], config_name: str) -> None:
             first.append(f"{o.get_key_element()}={value}")
         else:
             first.append(o.input_line)
-    compose(first, config_name, return_hydra_config=True)
+    cfg = compose(first, config_name, return_hydra_config=True)
+    if check is None:
+        return
+    jobs = sweep_jobs(cfg, a.overrides) if a.multirun or cfg.hydra.mode == RunMode.MULTIRUN else None
+    if not jobs:
+        check(cfg)
+        return
+    seen: set[str] = set()
+    for job in jobs:
+        if not set(job) <= seen:
+            check(compose(job, config_name))
+            seen.update(job)
+
+
+def sweep_jobs(cfg: DictConfig, overrides: list[str]) -> list[list[str]] | None:
+    """Every job's overrides (the command line's hydra overrides, then the job's own) of a
+    multirun with ``overrides`` on the command line, as osteo's grids sweeper (``cfg.hydra``,
+    composed with ``return_hydra_config``) will launch them; None for another sweeper, or for
+    a sweep that needs the config's options to expand (``glob()``)."""
+    from hydra.errors import HydraException
+    from hydra_plugins.osteo_sweeper.grids_sweeper import GridsSweeper
+
+    sweeper = cfg.hydra.sweeper
+    if sweeper.get("_target_") != f"{GridsSweeper.__module__}.{GridsSweeper.__name__}":
+        return None
+    is_hydra = [o.lstrip("+~").startswith(("hydra.", "hydra/")) for o in overrides]
+    hydra = [o for o, h in zip(overrides, is_hydra) if h]
+    task = [o for o, h in zip(overrides, is_hydra) if not h]
+    try:
+        return [hydra + job for job in GridsSweeper(grids=sweeper.get("grids")).job_overrides(task)]
+    except HydraException:
+        return None
 
 
 def _settings(cfg, prefix: str = "") -> list[str]:

@@ -233,6 +233,17 @@ def _fit(trainer, model, dm) -> None:
         raise KeyboardInterrupt from None
 
 
+def check_run(cfg: DictConfig) -> None:
+    """Raise a user error for settings no run can use (``osteo.settings``) or a weights file
+    that does not exist, from the config alone (no torch, no data): ``train`` calls it first,
+    and ``python -m osteo.train`` for every job of a sweep before the first one runs."""
+    from osteo.models.weights import check_weights_file
+    from osteo.settings import check_settings
+
+    check_settings(cfg)
+    check_weights_file(cfg.model.weights)
+
+
 def check_data(cfg: DictConfig) -> None:
     """Raise ``ManifestError`` or ``SplitError`` for a manifest (``data.manifest``) with bad rows
     (unless ``data.skip_bad_rows``) or too few patients for the split, reading only the CSV and
@@ -255,9 +266,6 @@ def check_data(cfg: DictConfig) -> None:
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train, pick the best checkpoint by validation AUC, score validation and test once,
     and write the run's files into ``out_dir``. Returns the metrics dict."""
-    from osteo.models.weights import check_weights_file
-    from osteo.settings import check_settings
-
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
@@ -266,8 +274,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     # cache takes minutes on a new data set; an earlier run's files in out_dir are not cleared),
     # and the plain numbers, a missing weights file, the manifest's rows and the split's sizes
     # before torch, timm and Lightning are loaded (seconds)
-    check_settings(cfg)
-    check_weights_file(cfg.model.weights)
+    check_run(cfg)
     if not (out_dir / "metrics.json").exists():   # a finished run is compared (and skipped) below, as before
         check_data(cfg)
 
@@ -456,8 +463,10 @@ if __name__ == "__main__":
     from osteo.cli import user_errors_exit
     from osteo.config import check_command_line
 
-    with user_errors_exit():   # a misspelt setting or group option: one line, exit 2 (Hydra: several, exit 1)
-        check_command_line(sys.argv[1:], "train")
+    # a misspelt setting or group option (Hydra: several lines, exit 1), or a setting no run can
+    # use in any job of a sweep: one line, exit 2, before the first job
+    with user_errors_exit():
+        check_command_line(sys.argv[1:], "train", check=check_run)
     try:
         main()
     except KeyboardInterrupt:

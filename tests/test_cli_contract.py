@@ -589,13 +589,19 @@ def test_a_one_line_error_does_not_load_torch():
     (["data.manifest={bad}"], "{tmp}/bad/manifest.csv: 1 bad row(s):\n  manifest.csv line 4 (i2.png): column "
                               "'t_score': 'low' is not a number"),
     (["data.manifest={good}"], "class 0 has 4 patient(s) (4 images): too few to hold out 68 for testing"),
+    (["-m", "fold=0,9"], "fold=9: give a whole number 0..4"),
+    (["+sweep=demo", "depth=0,1,8"], "depth=8: give a whole number 0..5"),
+    (["-m", "data.split.n_folds=3,5", "fold=0,4"], "fold=4: give a whole number 0..2"),
+    (["-m", "weights=none,nope.safetensors"], "weights file {tmp}/nope.safetensors not found: pass an existing"),
 ])
 def test_a_bad_setting_or_manifest_for_train_is_said_before_torch_is_loaded(settings, text, tmp_path):
     """``python -m osteo.train`` checks its plain numbers (osteo.settings, the depth and the fold
     among them), a missing weights file, the manifest's rows and whether the split can be drawn
     from them before it loads torch, timm or Lightning, and before the ROI cache: a typo is
     answered in seconds, not after the imports (about 12 s on a 2-core machine) or the cache
-    (minutes on a real data set; the fold and the split were said only after it)."""
+    (minutes on a real data set; the fold and the split were said only after it). A sweep's
+    every job is checked so before its first job runs (a bad value was said only in its own job,
+    after the jobs before it had trained), and nothing is written."""
     files = {"bad": dataset(tmp_path / "bad", rows=with_row({"t_score": "low"})), "good": dataset(tmp_path / "good")}
     args = [a.format(**files) for a in settings]
     code = ("import runpy, sys\n"
@@ -610,4 +616,7 @@ def test_a_bad_setting_or_manifest_for_train_is_said_before_torch_is_loaded(sett
     assert r.stdout.splitlines()[-1].split() == ["2", "False", "False"], r.stdout + r.stderr[-2000:]
     assert f"osteo: error: {text.format(tmp=tmp_path)}" in r.stderr and "Traceback" not in r.stderr
     out = tmp_path / "outputs"
-    assert not (out / "cache").exists() and not (out / "data").exists(), sorted(out.rglob("*"))
+    written = sorted(out.rglob("*"))
+    assert not (out / "cache").exists() and not (out / "data").exists() and not (out / "sweeps").exists(), written
+    if "data.manifest" not in settings[0]:   # the manifest is read in the run (its folder is made by then)
+        assert not written, written

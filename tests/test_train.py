@@ -364,25 +364,30 @@ def test_finished_run_with_another_config_is_never_replaced_silently(compose_cfg
 
 def test_cli_multirun_goes_on_after_a_failed_run(tmp_path, phantom_dir, roi_cache):
     """... and names each run by its overrides: one folder per run, where the files are kept
-    (data.cache_dir) left out of the name and a '/' in a value written '_'."""
+    (data.cache_dir) left out of the name and a '/' in a value written '_'. The failing run's
+    weights file is there but holds no weights: the run says so once it reads the file (a value
+    no run can use, such as fold=9, stops the sweep before its first run: test_cli_contract)."""
     out = tmp_path / "outputs"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a weights file")
     env = {**os.environ, "OSTEO_OUTPUTS": str(out)}
-    args = [sys.executable, "-m", "osteo.train", "-m", "fold=0,9", "sweep_name=cli"] + \
+    args = [sys.executable, "-m", "osteo.train", "-m", f"weights=none,{bad}", "sweep_name=cli"] + \
         [o for o in tiny_overrides(out, phantom_dir / "manifest.csv") if not o.startswith("paths.")] + \
         ["trainer.max_epochs=1", f"data.cache_dir={roi_cache}", "logger.csv.name=per/epoch"]
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=420)
     assert r.returncode == 1, r.stderr[-3000:]  # the sweep goes on, but a failed run fails the command
     assert "sweep: 1 finished, 0 skipped, 1 failed (of 2 runs)" in r.stdout + r.stderr
-    assert "1 run(s) failed: SettingError: fold=9: give a whole number 0..4" in r.stdout + r.stderr
-    tags = list((out / "sweeps" / "cli").glob("data=manifest-*,weights=scratch"))
-    assert len(tags) == 1, list((out / "sweeps" / "cli").iterdir())
-    runs = tags[0]
-    ok = runs / ("backbone=vgg16_tiny,data.batch_size=16,data.roi.scale=0.5,data.split.test_per_class=30,fold=0,"
+    assert f"1 run(s) failed: PretrainedWeightsError: weights file {bad} could not be read" in r.stdout + r.stderr, \
+        r.stderr[-3000:]
+    tags = sorted((out / "sweeps" / "cli").iterdir())
+    assert len(tags) == 2 and tags[0].name.startswith("data=manifest-"), tags
+    runs = next(t for t in tags if t.name.endswith(",weights=scratch"))
+    ok = runs / ("backbone=vgg16_tiny,data.batch_size=16,data.roi.scale=0.5,data.split.test_per_class=30,"
                  "logger.csv.name=per_epoch,trainer.log_every_n_steps=1")
     assert (ok / "metrics.json").exists(), sorted(p.name for p in runs.iterdir())
     assert (ok / "per" / "epoch" / "metrics.csv").exists()  # the value itself is passed on as given
-    failed = Path(str(ok).replace("fold=0", "fold=9"))
-    assert "fold=9: give a whole number 0..4" in (failed / "error.txt").read_text()
+    failed = next(t for t in tags if t != runs) / ok.name
+    assert str(bad) in (failed / "error.txt").read_text() and not (failed / "metrics.json").exists()
 
 
 class CtrlC(pl.Callback):
