@@ -85,6 +85,36 @@ def test_local_weights_load_bit_exact(tmp_path, suffix):
     assert not torch.equal(fresh.frozen[0][0].weight, m.frozen[0][0].weight)
 
 
+def test_a_weights_file_that_is_not_the_backbones_is_one_line_before_the_model_is_built(tmp_path):
+    """A local weights file that cannot be read, or holds another model's tensors, is a
+    ``PretrainedWeightsError`` naming the file and what does not fit, from ``check_weights``
+    (which train calls before the data, on the meta device) as from building the model; the
+    backbone's own file passes. Before, timm's SafetensorError or load_state_dict's many-line
+    RuntimeError came out of the run after the data were read."""
+    from osteo.cli import user_error
+    from osteo.models.backbones import check_weights
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a weights file")
+    other = tmp_path / "resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in create_timm_model("resnet18").state_dict().items()}, other)
+    own = tmp_path / "own.pth"
+    torch.save(create_timm_model("vgg16_tiny").state_dict(), own)
+    check_weights("vgg16_tiny", str(own))
+    cases = [(garbage, f"weights file {garbage} could not be read as a state dict (SafetensorError: "),
+             (other, f"weights file {other} does not fit backbone vgg16_tiny: 32 of the model's tensors not in "
+                     "the file (features.0.weight, features.0.bias, features.2.weight, ...); 122 of the file's")]
+    for path, text in cases:
+        for load in (lambda: check_weights("vgg16_tiny", str(path)),
+                     lambda: DprClassifier("vgg16_tiny", depth=2, weights=str(path), input_hw=(70, 350))):
+            with pytest.raises(PretrainedWeightsError) as e:
+                load()
+            assert str(e.value).startswith(text) and "\n" not in str(e.value), str(e.value)
+            assert str(e.value).endswith("pass a .safetensors or .pth state dict of vgg16_tiny, weights=timm or "
+                                         "weights=none")
+            assert user_error(e.value) is e.value
+
+
 def test_timm_weights_offline_stop_with_advice(monkeypatch, tmp_path):
     # an empty hub cache, so the outcome does not depend on what this machine downloaded before
     import huggingface_hub.constants as hf

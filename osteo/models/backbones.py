@@ -9,6 +9,7 @@ run of top-level children up to the one holding that stage's feature module.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import timm
@@ -53,9 +54,10 @@ def check_backbone(name: str) -> None:
 def check_weights(name: str, weights: object, weights_dir: str | Path | None = None) -> None:
     """Raise ``PretrainedWeightsError`` when the weights that ``weights`` names cannot be had for
     timm model ``name``: timm has none for it, the named source cannot be fetched (a named
-    source is fetched and converted here, once), or the file does not exist. Does not build the
-    model: a file that does not fit it is found when it is loaded (``create_timm_model``). Named
-    sources are kept in ``weights_dir`` (default: the config's ``paths.weights``)."""
+    source is fetched and converted here, once), or a local file does not exist, cannot be read
+    or does not fit the model (loaded into the model built on the meta device: the file is read,
+    no weights are allocated). Named sources are kept in ``weights_dir`` (default: the config's
+    ``paths.weights``)."""
     spec = parse_weights(weights)
     if spec.kind == "timm":
         cfg = timm.get_pretrained_cfg(name)
@@ -70,8 +72,11 @@ def check_weights(name: str, weights: object, weights_dir: str | Path | None = N
             named_weights_file(spec.name, weights_dir)
         except HedWeightsError as e:
             raise PretrainedWeightsError(str(e)) from e
-    else:
+    elif spec.kind == "file":
         check_weights_file(weights)
+        with warnings.catch_warnings(), torch.device("meta"):   # reads the file, allocates no weights
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+            _from_file(name, spec.path)
 
 
 def create_timm_model(name: str, weights: object = None, weights_dir: str | Path | None = None) -> nn.Module:
@@ -81,8 +86,11 @@ def create_timm_model(name: str, weights: object = None, weights_dir: str | Path
     ``PretrainedWeightsError`` for weights that cannot be had (``check_weights``)."""
     if not timm.is_model(name):
         check_backbone(name)
-    check_weights(name, weights, weights_dir)
     spec = parse_weights(weights)
+    if spec.kind == "file":   # check_weights would read the file once more
+        check_weights_file(weights)
+        return _from_file(name, spec.path)
+    check_weights(name, weights, weights_dir)
     if spec.kind == "none":
         return timm.create_model(name, pretrained=False)
     if spec.kind == "timm":
@@ -99,7 +107,40 @@ def create_timm_model(name: str, weights: object = None, weights_dir: str | Path
 
         path = named_weights_file(spec.name, weights_dir)   # fetched by check_weights
         return _with_state(timm.create_model(name, pretrained=False), path, spec.describe())
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(spec.path)))
+    raise AssertionError(f"weights kind {spec.kind!r}")
+
+
+def _from_file(name: str, path: Path) -> nn.Module:
+    """timm model ``name`` with the state dict of the local .pth/.safetensors file ``path``,
+    loaded by timm (which maps a torchvision state dict onto its layout); raises
+    ``PretrainedWeightsError`` naming the file when it cannot be read or does not fit."""
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    except Exception as e:  # noqa: BLE001 - whatever reading or loading the user's file raised
+        raise PretrainedWeightsError(weights_file_problem(path, name, e)) from e
+
+
+def weights_file_problem(path: Path, name: str, e: Exception) -> str:
+    """One line for a weights file that timm could not load into model ``name`` (the error
+    ``e``): which keys do not fit, or why the file could not be read."""
+    import re
+
+    text = str(e)
+    todo = f"pass a .safetensors or .pth state dict of {name}, weights=timm or weights=none"
+    if text.startswith("Error(s) in loading state_dict"):
+        parts = []
+        for label, what in (("Missing key(s)", "of the model's tensors not in the file"),
+                            ("Unexpected key(s)", "of the file's tensors not in the model")):
+            m = re.search(re.escape(label) + r" in state_dict: (.*)", text)
+            if m:
+                keys = re.findall(r'"([^"]+)"', m.group(1))
+                parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        sizes = re.findall(r"size mismatch for ([^:]+):", text)
+        if sizes:
+            parts.append(f"{len(sizes)} of another shape ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''})")
+        return f"weights file {path} does not fit backbone {name}: {'; '.join(parts) or text.splitlines()[0]}; {todo}"
+    first = re.split(r"(?<=[^.]{20})\. ", (text.strip().splitlines() or [""])[0])[0][:200]   # its first sentence
+    return f"weights file {path} could not be read as a state dict ({type(e).__name__}: {first}); {todo}"
 
 
 def _with_state(model: nn.Module, path, what: str) -> nn.Module:
