@@ -15,6 +15,22 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+
+def _pin_worker_to_its_cpus() -> None:
+    """Under pytest-xdist, give each worker its own share of the CPUs (its CPU affinity, which
+    the processes it starts inherit): torch and osteo's ``cpus: auto`` then use that share, and
+    the workers do not each run as many threads as the machine has CPUs."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = max(len(cpus) // int(count), 1)
+    start = int(worker.removeprefix("gw")) * share % len(cpus)
+    os.sched_setaffinity(0, cpus[start:start + share])
+
+
+_pin_worker_to_its_cpus()
+
 import pytest  # noqa: E402
 
 N_PHANTOMS = 240
