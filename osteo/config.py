@@ -45,16 +45,17 @@ def compose(overrides: list[str] | None = None, config_name: str = "train",
 
 
 def check_command_line(argv: list[str], config_name: str,
-                       check: Callable[[DictConfig], None] | None = None) -> None:
+                       check: Callable[[DictConfig], None] | None = None) -> list[DictConfig]:
     """Compose ``config_name`` with the overrides of a Hydra command line (``argv``: train's or
     the report's arguments), so that an override Hydra cannot read or apply is one ``UserError``
     line before Hydra runs (Hydra prints several lines and exits 1), and pass the config to
     ``check`` (which raises a user error for settings no run can use). A multirun is checked job
     by job (``sweep_jobs``): every job that brings a value not seen in an earlier job is composed
     and checked, so a bad value in a sweep is said before its first job runs, not at the end of
-    the sweep. Command lines that change what Hydra composes or ask it for something else
-    (--help, --cfg, --info, --config-dir/-path/-name, --experimental-rerun, hydra.searchpath)
-    are left to Hydra."""
+    the sweep. Returns the configs composed: the first job's, and each job checked (none for a
+    command line left to Hydra: --help, --cfg, --info, --config-dir/-path/-name,
+    --experimental-rerun, hydra.searchpath, which change what Hydra composes or ask it for
+    something else)."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, OverrideParseException
@@ -63,10 +64,10 @@ def check_command_line(argv: list[str], config_name: str,
     try:
         a, _ = get_args_parser().parse_known_args(argv)
     except SystemExit:   # a flag Hydra itself cannot read: Hydra says so
-        return
+        return []
     if (a.help or a.hydra_help or a.cfg or a.info or a.shell_completion or a.config_path or a.config_name
             or a.config_dir or a.experimental_rerun or any("hydra.searchpath" in o for o in a.overrides)):
-        return
+        return []
     try:
         parsed = OverridesParser.create().parse_overrides(a.overrides)
     except OverrideParseException as e:
@@ -84,17 +85,19 @@ def check_command_line(argv: list[str], config_name: str,
         else:
             first.append(o.input_line)
     cfg = compose(first, config_name, return_hydra_config=True)
-    if check is None:
-        return
     jobs = sweep_jobs(cfg, a.overrides) if a.multirun or cfg.hydra.mode == RunMode.MULTIRUN else None
-    if not jobs:
-        check(cfg)
-        return
+    if check is None or not jobs:
+        if check is not None:
+            check(cfg)
+        return [cfg]
     seen: set[str] = set()
+    checked = [cfg]
     for job in jobs:
         if not set(job) <= seen:
-            check(compose(job, config_name))
+            checked.append(compose(job, config_name))
+            check(checked[-1])
             seen.update(job)
+    return checked
 
 
 def sweep_jobs(cfg: DictConfig, overrides: list[str]) -> list[list[str]] | None:

@@ -466,7 +466,13 @@ if __name__ == "__main__":
     # a misspelt setting or group option (Hydra: several lines, exit 1), or a setting no run can
     # use in any job of a sweep: one line, exit 2, before the first job
     with user_errors_exit():
-        check_command_line(sys.argv[1:], "train", check=check_run)
+        jobs = check_command_line(sys.argv[1:], "train", check=check_run)
+        backbones = sorted({str(c.model.backbone) for c in jobs})
+        if len(backbones) > 1:   # a sweep over backbones: each name timm must know (imports timm, which its jobs reuse)
+            from osteo.models.backbones import check_backbone
+
+            for name in backbones:
+                check_backbone(name)
     try:
         main()
     except KeyboardInterrupt:

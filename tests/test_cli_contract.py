@@ -478,6 +478,15 @@ def test_train_with_a_bad_model_setting_is_one_line_before_the_data(setting, tex
     assert not (out / "splits").exists() and not (out / "cache").exists(), sorted(out.rglob("*"))
 
 
+def test_a_sweep_over_backbones_checks_every_name_before_its_first_job(tmp_path):
+    """A backbone timm does not know among a sweep's backbones is one line, exit 2, before the
+    first job (which trained, the bad name failing only in its own job, until this release)."""
+    r = hydra_cli("osteo.train", ["-m", "backbone=vgg16_tiny,vgg17", "fold=0", "data.roi.scale=0.5"], tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip() == "osteo: error: backbone=vgg17: not a timm model; did you mean vgg19 or vgg16 or vgg13?"
+    assert not (tmp_path / "outputs").exists(), sorted((tmp_path / "outputs").rglob("*"))
+
+
 @pytest.mark.parametrize("module,args,line", [
     ("osteo.train", ["data.roi.scal=0.5"], "data.roi.scal=0.5: the train config has no setting data.roi.scal; "
                                            "did you mean data.roi.scale?"),
