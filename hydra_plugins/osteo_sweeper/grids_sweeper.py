@@ -78,12 +78,23 @@ class GridsSweeper(Sweeper):
             if start == 0:
                 first = (len(batch), spent)  # the first batch also makes data and caches: kept out of the rate
             if done < len(jobs):
-                rate = (spent - first[1]) / (done - first[0]) if done > first[0] else spent / done
-                log.info("sweep progress: %d of %d runs done in %s; about %s left", done, len(jobs),
-                         _clock(spent), _clock(rate * (len(jobs) - done)))
+                log.info(progress_line(done, len(jobs), spent, first))
         if not summarise(statuses):
             raise SystemExit(1)  # a sweep in which any run failed never exits 0
         return returns
+
+
+def progress_line(done: int, total: int, spent: float, first: tuple[int, float]) -> str:
+    """'sweep progress: 3 of 15 runs done in 9 min 10 s; about 24 min 00 s left' after ``done``
+    of ``total`` runs in ``spent`` seconds. The time left is the rate of the runs after the first
+    batch (``first``: its runs and the seconds it took), which also made the data and caches;
+    right after the first batch there is no such rate yet, and the line says so instead of
+    counting every run as long as the first."""
+    if done <= first[0]:
+        return (f"sweep progress: {done} of {total} runs done in {_clock(spent)} (with the data and caches "
+                "the first runs make); the time left is said after the next run")
+    rate = (spent - first[1]) / (done - first[0])
+    return f"sweep progress: {done} of {total} runs done in {_clock(spent)}; about {_clock(rate * (total - done))} left"
 
 
 def summarise(statuses: list) -> bool:
