@@ -85,10 +85,11 @@ def check_command_line(argv: list[str], config_name: str,
         else:
             first.append(o.input_line)
     cfg = compose(first, config_name, return_hydra_config=True)
+    if check is None:
+        return [cfg]
     jobs = sweep_jobs(cfg, a.overrides) if a.multirun or cfg.hydra.mode == RunMode.MULTIRUN else None
-    if check is None or not jobs:
-        if check is not None:
-            check(cfg)
+    if not jobs:
+        check(cfg)
         return [cfg]
     seen: set[str] = set()
     checked = [cfg]
